@@ -1,0 +1,162 @@
+"""The Spool web app: ``create_app()`` builds it; ``services()`` gives a request the shared services.
+
+Blueprints ``app.api.jobs``, ``app.api.speech`` and ``app.api.system`` are always
+registered; ``app.api.stream``, ``app.api.books`` and ``app.web`` are registered
+when those modules are installed. Each defines ``bp``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging as pylogging  # not `logging`: that name is the app.logging submodule here
+from collections.abc import Mapping
+from typing import Any
+
+import redis as redis_lib
+from flask import Flask, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app import auth
+from app import logging as spool_logging
+from app.exceptions import ServiceUnavailableError
+from app.services import Services
+from config.settings import Settings
+from engine.exceptions import AssetError, SpoolError
+
+log = pylogging.getLogger("spool.app")
+
+#: Blueprint modules every deployment has.
+CORE_BLUEPRINTS: tuple[str, ...] = ("app.api.jobs", "app.api.speech", "app.api.system")
+
+#: Blueprint modules registered only when installed (streaming, books, player page).
+OPTIONAL_BLUEPRINTS: tuple[str, ...] = ("app.api.stream", "app.api.books", "app.web")
+
+#: Extension name under which the shared services hang on the app.
+EXTENSION = "spool"
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "too_many_requests",
+}
+
+
+def services() -> Services:
+    """The shared services of the current app (settings, redis, keys, jobs, storage, streams, catalog)."""
+    return current_app.extensions[EXTENSION]
+
+
+def _settings_from(config: Settings | Mapping[str, Any] | None) -> Settings:
+    """Settings from an object, a dict of overrides on top of the environment, or the environment alone."""
+    if isinstance(config, Settings):
+        return config
+    base = Settings.from_env()
+    if not config:
+        return base
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    values.update(config)
+    return Settings.from_mapping(values)
+
+
+def error_response(code: str, message: str, status: int, details: Mapping[str, Any] | None = None):
+    """A JSON error body ``{"error": {"code", "message", "details"}}`` with its status."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = dict(details)
+    request_id = g.get("request_id") if g else None
+    if request_id:
+        body["request_id"] = request_id
+    return jsonify({"error": body}), status
+
+
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(SpoolError)
+    def _spool_error(exc: SpoolError):  # type: ignore[no-untyped-def]
+        status = getattr(exc, "http_status", None) or (503 if isinstance(exc, AssetError) else 400)
+        if status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return error_response(exc.code, exc.message, status, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = exc.description or exc.name
+        details: dict[str, Any] = {}
+        if status == 404:
+            message = f"No route {request.method} {request.path}; see /openapi.json for the API."
+        elif status == 405:
+            allowed = sorted(getattr(exc, "valid_methods", None) or [])
+            message = f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}."
+            details["allowed"] = allowed
+        elif status == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            message = f"The request body is too large (limit {limit:,} bytes)." if limit else message
+        elif status == 400 and "JSON" in (exc.description or ""):
+            code, message = "malformed_json", "The body is not valid JSON."
+        response, status = error_response(code, message, status, details)
+        if status == 405:
+            response.headers["Allow"] = ", ".join(details["allowed"])
+        return response, status
+
+    @app.errorhandler(redis_lib.RedisError)
+    def _redis_error(exc: redis_lib.RedisError):  # type: ignore[no-untyped-def]
+        log.error("redis unavailable: %s", exc)
+        err = ServiceUnavailableError("The job store (Redis) is unreachable; retry in a moment.")
+        return error_response(err.code, err.message, err.http_status)
+
+    @app.errorhandler(Exception)
+    def _internal_error(exc: Exception):  # type: ignore[no-untyped-def]
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(
+            "internal_error",
+            "Spool hit an unexpected error; it has been logged. Quote the request id when reporting it.",
+            500,
+        )
+
+
+def register_blueprints(app: Flask) -> list[str]:
+    """Register the core blueprints and any optional ones that are installed; return their module names."""
+    registered = []
+    for name in (*CORE_BLUEPRINTS, *OPTIONAL_BLUEPRINTS):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if name in OPTIONAL_BLUEPRINTS and exc.name == name:
+                continue
+            raise
+        app.register_blueprint(module.bp)
+        registered.append(name)
+    return registered
+
+
+def create_app(
+    config: Settings | Mapping[str, Any] | None = None, *, services_: Services | None = None
+) -> Flask:
+    """Build the Flask app from settings (default: the ``SPOOL_*`` environment)."""
+    settings = _settings_from(config)
+    spool_logging.configure_logging(settings)
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes, settings.max_body_bytes)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = services_ or Services(settings)
+    spool_logging.init_app(app)
+    auth.init_app(app, settings.api_keys)
+    _register_errors(app)
+    app.extensions["spool_blueprints"] = register_blueprints(app)
+    return app
+
+
+__all__ = ["create_app", "services", "error_response", "Services"]

@@ -1,0 +1,161 @@
+"""Audiobook endpoints: upload a book, follow its chapters, download the results, cancel."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from app import services
+from app.auth import current_owner
+from app.books import BookSpec, BookStore
+from app.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from app.keys import PART_RE
+from app.logging import bind_job
+from config import defaults
+from engine.audiobook import DEFAULT_CHAPTER_GAP
+from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
+from engine.exceptions import InvalidSpeedError
+from engine.g2p import normalize_lang
+from engine.voices import check_speed
+
+bp = Blueprint("books", __name__, url_prefix="/v1/books")
+
+#: Longest pause accepted between chapters, in seconds.
+MAX_CHAPTER_GAP = 10.0
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _store() -> BookStore:
+    return BookStore(services())
+
+
+def _links(book_id: str) -> dict[str, str]:
+    return {
+        "self": url_for("books.get_book", book_id=book_id, _external=True),
+        "zip": url_for("books.get_file", book_id=book_id, name="book.zip", _external=True),
+    }
+
+
+def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
+    """Read and check the form fields of an upload."""
+    form = request.form
+    voice = (form.get("voice") or defaults.VOICE).strip()
+    _, voice_lang = catalog.check_voice(voice)
+    try:
+        speed = check_speed(float(form.get("speed", defaults.SPEED)))
+    except ValueError:
+        raise InvalidSpeedError(
+            f"speed must be a number from 0.5 to 2.0, got {form.get('speed')!r}."
+        ) from None
+    try:
+        gap = float(form.get("gap", DEFAULT_CHAPTER_GAP))
+    except ValueError:
+        gap = math.nan
+    if not (0.0 <= gap <= MAX_CHAPTER_GAP):
+        raise InvalidRequestError(
+            f"gap must be seconds from 0 to {MAX_CHAPTER_GAP:g}, got {form.get('gap')!r}."
+        )
+    chapters = parse_chapter_list(form.get("chapters"))
+    return BookSpec(
+        voice=voice,
+        speed=speed,
+        language=normalize_lang(form.get("language") or None, voice_lang),
+        gap=gap,
+        title=(form.get("title") or "").strip() or None,
+        author=form.get("author").strip() if form.get("author") is not None else None,
+        chapters=tuple(chapters or ()),
+        include_matter=(form.get("include_front_matter") or form.get("include_matter") or "").lower()
+        in _TRUE,
+    )
+
+
+@bp.post("")
+def create_book():  # type: ignore[no-untyped-def]
+    """Upload an EPUB, .txt or .md book (multipart field ``file``) and start rendering it."""
+    svc = services()
+    if not (request.mimetype or "").startswith("multipart/form-data"):
+        raise InvalidRequestError(
+            "Upload the book as multipart/form-data with the file in the field 'file' "
+            "(curl -F file=@book.epub -F voice=af_heart ...)."
+        )
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise InvalidRequestError("No file: send the book in the multipart field 'file'.")
+    suffix = Path(upload.filename).suffix.lower()
+    if suffix not in BOOK_FORMATS:
+        raise InvalidRequestError(
+            f"Unsupported book type {suffix or upload.filename!r}: upload {', '.join(sorted(BOOK_FORMATS))}.",
+            filename=upload.filename,
+        )
+    data = upload.read(svc.settings.max_upload_bytes + 1)
+    if len(data) > svc.settings.max_upload_bytes:
+        raise PayloadTooLargeError(f"The book is larger than {svc.settings.max_upload_bytes:,} bytes.")
+    spec = _spec_from_form(svc.catalog)
+    book = load_book(upload.filename, data=data, filename=upload.filename)
+    store = _store()
+    book_id = store.create(book, spec, current_owner(), source_name=Path(upload.filename).name[:200])
+    bind_job(book_id)
+    body = store.payload(book_id) | {"links": _links(book_id)}
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = _links(book_id)["self"]
+    return response
+
+
+@bp.get("")
+def list_books():  # type: ignore[no-untyped-def]
+    """The caller's recent books, newest first."""
+    store = _store()
+    owner = current_owner()
+    data = []
+    for book_id in store.list(owner):
+        try:
+            data.append(store.payload(book_id, owner) | {"links": _links(book_id)})
+        except NotFoundError:
+            continue
+    return jsonify({"object": "list", "data": data})
+
+
+@bp.get("/<book_id>")
+def get_book(book_id: str):  # type: ignore[no-untyped-def]
+    """A book's state, progress with ETA, chapters and files."""
+    bind_job(book_id)
+    return jsonify(_store().payload(book_id, current_owner()) | {"links": _links(book_id)})
+
+
+@bp.delete("/<book_id>")
+def cancel_book(book_id: str):  # type: ignore[no-untyped-def]
+    """Cancel a book; workers stop before their next segment."""
+    store = _store()
+    store.cancel(book_id, current_owner())
+    return jsonify(store.payload(book_id) | {"links": _links(book_id)})
+
+
+@bp.get("/<book_id>/files/<name>")
+def get_file(book_id: str, name: str):  # type: ignore[no-untyped-def]
+    """Download one output (book.m4b, a chapter MP3, book.srt, book.vtt, manifest.json, book.zip)."""
+    svc = services()
+    store = _store()
+    payload = store.payload(book_id, current_owner())
+    if payload["state"] != "succeeded":
+        raise ConflictError(f"Book {book_id} is {payload['state']}; files exist once it has succeeded.")
+    allowed = set(payload["files"]) | {"manifest.json"}
+    if name not in allowed or not PART_RE.match(name):
+        raise NotFoundError(f"Book {book_id} has no file {name!r}; files: {', '.join(sorted(allowed))}.")
+    key = svc.keys.book_file(book_id, name)
+    info = svc.storage.info(key)
+    headers = {
+        "Content-Length": str(info.size),
+        "Content-Type": info.content_type or "application/octet-stream",
+        "Content-Disposition": f'attachment; filename="{name}"',
+    }
+    return Response(svc.storage.iter_range(key, 0, info.size - 1), headers=headers, direct_passthrough=True)
+
+
+@bp.get("/<book_id>/zip")
+def get_zip(book_id: str):  # type: ignore[no-untyped-def]
+    """Every output of the book in one zip."""
+    return get_file(book_id, "book.zip")

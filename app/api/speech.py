@@ -1,0 +1,111 @@
+"""``POST /v1/audio/speech``: OpenAI-compatible speech, answered through the job queue.
+
+The request becomes a ``high`` priority job like any other; the handler waits
+for it (up to ``SPOOL_SPEECH_TIMEOUT``) and returns the audio bytes. With
+``"stream": true`` the response is the job's progressive stream, served by
+``app.stream.stream_job_response`` (issue 5).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from flask import Blueprint, Response, g
+
+from app import services
+from app.api import job_links, json_body
+from app.api.jobs import idempotency_key
+from app.auth import current_owner
+from app.exceptions import FeatureUnavailableError, JobCancelledError, JobFailedError, JobTimeoutError
+from app.logging import bind_job
+from app.schemas import parse_speech_request
+from engine.audio import CONTENT_TYPES
+from engine.exceptions import SpoolError
+
+log = logging.getLogger("spool.api.speech")
+
+bp = Blueprint("speech", __name__, url_prefix="/v1/audio")
+
+#: Job error codes that describe the request, not the service: answered 400 with the same code.
+CLIENT_ERROR_CODES = frozenset(
+    {
+        "invalid_text",
+        "unknown_voice",
+        "invalid_voice_spec",
+        "invalid_speed",
+        "unsupported_language",
+        "unsupported_format",
+    }
+)
+
+
+class _JobError(SpoolError):
+    """A waited-for job failed because of its input."""
+
+    http_status = 400
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+def stream_response(job_id: str, fmt: str) -> Response:
+    """Hand the request to the progressive stream (``app.stream.stream_job_response``)."""
+    try:
+        stream = importlib.import_module("app.stream")
+    except ModuleNotFoundError as exc:
+        if exc.name != "app.stream":
+            raise
+        raise FeatureUnavailableError(
+            'Streaming is not available in this deployment; send "stream": false to receive the whole file.',
+            job_id=job_id,
+        ) from None
+    return stream.stream_job_response(job_id, fmt, from_seq=0)
+
+
+@bp.post("/speech")
+def create_speech():  # type: ignore[no-untyped-def]
+    """Render ``input`` and answer with the audio (or stream it with ``stream: true``)."""
+    svc = services()
+    settings = svc.settings
+    req = parse_speech_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
+    job, _ = svc.submit(
+        req.spec,
+        owner=current_owner(),
+        idempotency_key=idempotency_key(),
+        request_id=g.get("request_id"),
+        kind="speech",
+    )
+    bind_job(job.id)
+    if req.stream:
+        return stream_response(job.id, job.format)
+    job = svc.jobs.wait(job.id, settings.speech_timeout)
+    details = {"job_id": job.id, "job_url": job_links(job.id)["self"]}
+    if job.state == "succeeded" and job.result_key:
+        data = svc.storage.get(job.result_key)
+        log.info("speech ready: %d bytes, %.2f s", len(data), job.result_duration or 0.0)
+        return Response(
+            data,
+            status=200,
+            headers={
+                "Content-Type": job.result_content_type
+                or CONTENT_TYPES.get(job.format, "application/octet-stream"),
+                "Content-Length": str(len(data)),
+                "X-Job-Id": job.id,
+                "X-Audio-Duration": f"{job.result_duration or 0:.3f}",
+            },
+        )
+    if job.state == "cancelled":
+        raise JobCancelledError(f"Job {job.id} was cancelled before it finished.", **details)
+    if job.state == "failed":
+        if job.error_code in CLIENT_ERROR_CODES:
+            raise _JobError(job.error_code or "job_failed", job.error_message or "The job failed.", **details)
+        raise JobFailedError(
+            f"Synthesis failed ({job.error_code}): {job.error_message}", error_code=job.error_code, **details
+        )
+    raise JobTimeoutError(
+        f"The audio was not ready within {settings.speech_timeout:g} s; job {job.id} goes on: poll "
+        f"{details['job_url']} and download it when it has succeeded.",
+        **details,
+    )

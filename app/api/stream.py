@@ -1,0 +1,278 @@
+"""Progressive playback routes: a job's audio as it renders, and its events as Server-Sent Events.
+
+* ``GET /v1/jobs/<id>/stream?format=wav|mp3|opus|pcm|flac&from=N`` answers at once with the
+  format's header, replays every chunk from sequence N and follows the job live until it ends.
+* ``GET /v1/jobs/<id>/events`` is an SSE stream: a ``state`` snapshot first, then ``state``,
+  ``progress``, ``chunk`` (captions on the job's timeline, ``id:`` = chunk seq) and ``end`` or
+  ``error``; a heartbeat comment every ~15 s; ``Last-Event-ID`` (or ``?from=N``) resumes the chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, request, stream_with_context
+
+from app import services
+from app.api import job_payload
+from app.auth import current_owner
+from app.exceptions import ServiceError
+from app.jobs import TERMINAL_STATES, Job
+from app.logging import bind_job
+from app.stream import (
+    STREAM_FORMATS,
+    ChunkStream,
+    StreamEvent,
+    chunk_caption,
+    parse_from,
+    parse_stream_format,
+    stream_job_response,
+)
+
+log = logging.getLogger("spool.api.stream")
+
+bp = Blueprint("stream", __name__, url_prefix="/v1/jobs")
+
+#: Seconds between SSE heartbeat comments (proxies drop connections idle for a minute or more).
+HEARTBEAT_SECONDS = 15.0
+
+#: Seconds one pub/sub poll waits before the job's state is re-read.
+POLL_SECONDS = 1.0
+
+#: Milliseconds an EventSource waits before reconnecting.
+RETRY_MS = 2000
+
+#: Seconds the events stream waits, after the end entry, for the job's final state.
+FINAL_STATE_WAIT = 15.0
+
+#: Longest an events stream stays open for one job (a client reconnects with Last-Event-ID).
+MAX_EVENTS_SECONDS = 4 * 3600.0
+
+
+def _streams() -> ChunkStream:
+    """The app's chunk stream service."""
+    streams = services().streams
+    if streams is None:
+        raise ServiceError("The chunk stream is not configured in this deployment.")
+    return streams
+
+
+@bp.get("/<job_id>/stream")
+def stream_audio(job_id: str):  # type: ignore[no-untyped-def]
+    """The job's audio as it renders: header at once, every chunk from ``from``, until the end."""
+    svc = services()
+    job = svc.jobs.get(job_id, current_owner())
+    bind_job(job.id)
+    default = job.format if job.format in STREAM_FORMATS else "wav"
+    fmt = parse_stream_format(request.args.get("format"), default)
+    from_seq = parse_from(request.args.get("from"))
+    log.info("streaming %s from chunk %d (job is %s)", fmt, from_seq, job.state)
+    return stream_job_response(job.id, fmt, from_seq)
+
+
+def sse(event: str | None, data: Any, event_id: int | None = None) -> str:
+    """One Server-Sent Event (JSON data on a single line)."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+    return "\n".join(lines) + "\n\n"
+
+
+def _resume_from() -> int:
+    """First chunk seq the client wants: after ``Last-Event-ID``, else ``?from=N``, else 0."""
+    last_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_id:
+        try:
+            return max(0, int(last_id) + 1)
+        except ValueError:
+            log.info("ignoring Last-Event-ID %r", last_id)
+    return parse_from(request.args.get("from"))
+
+
+def _progress_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """A progress event with the percentage a progress bar needs."""
+    done = int(data.get("segments_done") or 0)
+    total = data.get("segments_total")
+    percent = round(100.0 * done / total, 1) if total else 0.0
+    return {
+        "segments_done": done,
+        "segments_total": total,
+        "audio_seconds": data.get("audio_seconds", 0.0),
+        "percent": percent,
+        "at": data.get("at"),
+    }
+
+
+class EventSession:
+    """One client's SSE stream of one job: merges pub/sub (state, progress) with the chunk stream."""
+
+    def __init__(self, job: Job, streams: ChunkStream, from_seq: int) -> None:
+        svc = services()
+        self.svc = svc
+        self.job_id = job.id
+        self.streams = streams
+        self.next_seq = from_seq
+        self.ended = False
+        self.final_state_sent = job.is_terminal
+        # Subscribe before the snapshot, so no state change between the two is lost.
+        self.pubsub = svc.redis.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(svc.keys.job_events(job.id))
+        self.snapshot = job_payload(job)
+
+    def close(self) -> None:
+        """Release the pub/sub connection."""
+        try:
+            self.pubsub.close()
+        except Exception:  # a broken connection is being dropped anyway
+            log.debug("pubsub close failed", exc_info=True)
+
+    def _stream_event(self, event: StreamEvent) -> str:
+        """Render a chunk-stream entry as an SSE event and advance the cursor."""
+        if event.type == "chunk":
+            self.next_seq = event.seq + 1
+            return sse("chunk", event.caption(), event.seq)
+        self.ended = True
+        if event.type == "end":
+            return sse("end", {"seq": event.seq, "totals": dict(event.meta)}, event.seq)
+        meta = dict(event.meta)
+        payload = {"seq": event.seq, "code": meta.get("code"), "message": meta.get("message")}
+        return sse("error", payload, event.seq if event.seq >= 0 else None)
+
+    def catch_up(self, *, follow: bool = False) -> Iterator[str]:
+        """Chunk events the client has not had yet, from the Redis stream or storage."""
+        events = self.streams.events(
+            self.job_id,
+            self.next_seq,
+            follow=follow,
+            timeout=POLL_SECONDS * 5,
+            storage=self.svc.storage,
+            audio=False,
+        )
+        for event in events:
+            if event.type == "chunk" and event.seq < self.next_seq:
+                continue
+            yield self._stream_event(event)
+            if self.ended:
+                return
+
+    def state_event(self) -> tuple[str, Job | None]:
+        """A fresh job snapshot as a ``state`` event."""
+        job = self.svc.jobs.find(self.job_id)
+        if job is None:
+            self.ended = True
+            return sse("error", {"code": "job_not_found", "message": "The job has expired."}), None
+        if job.is_terminal:
+            self.final_state_sent = True
+        return sse("state", job_payload(job)), job
+
+    def on_message(self, data: dict[str, Any]) -> Iterator[str]:
+        """Translate one pub/sub message into SSE events."""
+        kind = data.get("type")
+        if kind == "state":
+            text, _ = self.state_event()
+            yield text
+        elif kind == "progress":
+            yield sse("progress", _progress_payload(data))
+        elif kind == "chunk":
+            seq = int(data.get("seq", -1))
+            if seq == self.next_seq:
+                self.next_seq = seq + 1
+                caption = chunk_caption(
+                    seq,
+                    int(data.get("offset", 0)),
+                    int(data.get("rate", 0)),
+                    int(data.get("samples", 0)),
+                    data,
+                )
+                yield sse("chunk", caption, seq)
+            elif seq > self.next_seq:
+                # A wake-up was lost (or we joined mid-way): the stream has every chunk in order.
+                yield from self.catch_up()
+        elif kind in ("end", "error"):
+            yield from self.catch_up()
+            if not self.ended:
+                yield from self.catch_up(follow=True)
+
+    def run(self) -> Iterator[str]:
+        """The whole SSE body."""
+        started = last_write = time.monotonic()
+        yield f"retry: {RETRY_MS}\n\n"
+        yield sse("state", self.snapshot)
+        for text in self.catch_up():
+            yield text
+        while not self.ended:
+            now = time.monotonic()
+            if now - started > MAX_EVENTS_SECONDS:
+                yield sse("error", {"code": "stream_timeout", "message": "Reconnect to keep following."})
+                return
+            message = self.pubsub.get_message(timeout=POLL_SECONDS)
+            wrote = False
+            if message is not None and message.get("type") == "message":
+                try:
+                    data = json.loads(message["data"])
+                except (TypeError, ValueError):
+                    data = {}
+                for text in self.on_message(data):
+                    wrote = True
+                    yield text
+            else:
+                # A cheap look at the state (not the whole job hash, which holds the text).
+                state = self.streams.job_state(self.job_id).get("state")
+                if state is None:
+                    yield sse("error", {"code": "job_not_found", "message": "The job has expired."})
+                    return
+                # Also catches chunks whose wake-up was dropped, and a job that ended without one.
+                for text in self.catch_up(follow=state in TERMINAL_STATES):
+                    wrote = True
+                    yield text
+            if wrote:
+                last_write = time.monotonic()
+            elif time.monotonic() - last_write >= HEARTBEAT_SECONDS:
+                last_write = time.monotonic()
+                yield ": heartbeat\n\n"
+        yield from self.final_state()
+
+    def final_state(self) -> Iterator[str]:
+        """After the end entry: the job's terminal state snapshot (the worker marks it just after)."""
+        if self.final_state_sent:
+            return
+        deadline = time.monotonic() + FINAL_STATE_WAIT
+        while time.monotonic() < deadline:
+            job = self.svc.jobs.find(self.job_id)
+            if job is None or job.is_terminal:
+                text, _ = self.state_event()
+                yield text
+                return
+            self.pubsub.get_message(timeout=min(POLL_SECONDS, max(0.01, deadline - time.monotonic())))
+        text, _ = self.state_event()
+        yield text
+
+
+@bp.get("/<job_id>/events")
+def job_events(job_id: str):  # type: ignore[no-untyped-def]
+    """Server-Sent Events of a job: state, progress, chunk captions, then end or error."""
+    svc = services()
+    job = svc.jobs.get(job_id, current_owner())
+    bind_job(job.id)
+    session = EventSession(job, _streams(), _resume_from())
+
+    def body() -> Iterator[str]:
+        try:
+            yield from session.run()
+        finally:
+            session.close()
+
+    headers = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+        "X-Job-Id": job.id,
+    }
+    return Response(stream_with_context(body()), status=200, headers=headers)

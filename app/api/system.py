@@ -1,0 +1,99 @@
+"""System routes: ``/healthz``, ``/status`` and ``/openapi.json`` (no API key needed)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis as redis_lib
+from flask import Blueprint, current_app, jsonify, request
+
+from app import services
+from app.keys import Keys
+from app.openapi import build_spec
+from config import defaults
+from engine.exceptions import SpoolError
+
+log = logging.getLogger("spool.api.system")
+
+bp = Blueprint("system", __name__)
+
+
+@bp.get("/healthz")
+def healthz():  # type: ignore[no-untyped-def]
+    """Check that Redis answers and the storage can be reached; 503 when either fails."""
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        svc.redis.ping()
+        checks["redis"] = "ok"
+    except redis_lib.RedisError as exc:
+        checks["redis"] = f"error: {exc}"
+    try:
+        svc.storage.ping()
+        checks["storage"] = "ok"
+    except SpoolError as exc:
+        checks["storage"] = f"error: {exc.message}"
+    healthy = all(v == "ok" for v in checks.values())
+    if not healthy:
+        log.warning("unhealthy: %s", checks)
+    response = jsonify(
+        {
+            "status": "ok" if healthy else "unavailable",
+            "checks": checks,
+            "storage": svc.storage.kind if checks["storage"] == "ok" else None,
+        }
+    )
+    response.status_code = 200 if healthy else 503
+    return response
+
+
+def queue_depths(svc: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
+    """Messages waiting on each broker queue, in total and per priority step."""
+    prefix = svc.settings.broker_key_prefix
+    with svc.redis.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for step in defaults.PRIORITY_STEPS:
+                pipe.llen(Keys.broker_queue(queue, step, prefix))
+        lengths = pipe.execute()
+    depths: dict[str, dict[str, Any]] = {}
+    steps = len(defaults.PRIORITY_STEPS)
+    names = {v: k for k, v in defaults.PRIORITIES.items()}
+    for i, queue in enumerate(queues):
+        per_step = lengths[i * steps : (i + 1) * steps]
+        depths[queue] = {
+            "waiting": int(sum(per_step)),
+            "by_priority": {
+                names.get(step, str(step)): int(n)
+                for step, n in zip(defaults.PRIORITY_STEPS, per_step, strict=True)
+            },
+        }
+    return depths
+
+
+@bp.get("/status")
+def status():  # type: ignore[no-untyped-def]
+    """Queue depths per queue, live workers (by heartbeat), and jobs by state."""
+    svc = services()
+    workers = svc.workers.live()
+    queues = sorted(
+        {*defaults.QUEUES, svc.settings.queue, *(q for w in workers for q in w.get("queues", ()))}
+    )
+    depths = queue_depths(svc, queues)
+    for queue in queues:
+        depths[queue]["workers"] = sum(1 for w in workers if queue in w.get("queues", ()))
+    unacked = svc.redis.hlen(svc.settings.broker_key_prefix + "unacked")
+    return jsonify(
+        {
+            "queues": depths,
+            "in_flight": int(unacked),
+            "workers": workers,
+            "jobs": svc.jobs.count_by_state(),
+        }
+    )
+
+
+@bp.get("/openapi.json")
+def openapi():  # type: ignore[no-untyped-def]
+    """The OpenAPI 3.1 document of every route."""
+    return jsonify(build_spec(current_app, server_url=request.host_url))

@@ -1,0 +1,313 @@
+"""Request validation and response shapes of the job API.
+
+Validation raises a SpoolError naming the field, what was wrong and what is
+valid; the app turns it into ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from app.catalog import Catalog, normalize_language
+from app.exceptions import InvalidRequestError, PayloadTooLargeError
+from app.jobs import Job, JobSpec
+from config import defaults
+from engine.audio import CONTENT_TYPES, FORMATS, normalize_format
+from engine.exceptions import InvalidTextError, UnsupportedFormatError
+from engine.voices import check_speed
+
+#: Fields ``POST /v1/jobs`` accepts.
+JOB_FIELDS: tuple[str, ...] = ("text", "voice", "speed", "format", "language", "priority", "webhook_url")
+
+#: ``model`` values ``POST /v1/audio/speech`` accepts (OpenAI's names are served by Kokoro).
+SPEECH_MODELS: tuple[str, ...] = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+
+#: OpenAI voice names and the Kokoro voice each is served by.
+OPENAI_VOICES: dict[str, str] = {
+    "alloy": "af_alloy",
+    "ash": "am_adam",
+    "ballad": "bm_lewis",
+    "coral": "af_heart",
+    "echo": "am_echo",
+    "fable": "bm_fable",
+    "nova": "af_nova",
+    "onyx": "am_onyx",
+    "sage": "af_sarah",
+    "shimmer": "af_bella",
+    "verse": "am_michael",
+}
+
+#: OpenAI ``response_format`` values and the Spool format of each (None: not supported).
+SPEECH_FORMATS: dict[str, str | None] = {
+    "mp3": "mp3",
+    "opus": "opus",
+    "flac": "flac",
+    "wav": "wav",
+    "pcm": "pcm",
+    "aac": None,
+}
+
+#: Longest webhook URL accepted.
+MAX_URL_CHARS = 2048
+
+
+class TextTooLongError(PayloadTooLargeError):
+    """The text is longer than ``SPOOL_MAX_TEXT_CHARS``."""
+
+    code = "text_too_long"
+
+
+def check_text(text: object, max_chars: int, field: str = "text") -> str:
+    """Return the text if it is a non-blank string within the limit."""
+    if text is None:
+        raise InvalidTextError(f"'{field}' is required: the text to speak.", field=field)
+    if not isinstance(text, str):
+        raise InvalidTextError(f"'{field}' must be a string, got {type(text).__name__}.", field=field)
+    if not text.strip():
+        raise InvalidTextError(f"'{field}' is empty or only whitespace: give the text to speak.", field=field)
+    if not any(ch.isalnum() for ch in text):
+        # Only emoji, symbols or punctuation: the job would render silence.
+        raise InvalidTextError(
+            f"'{field}' has no letters or digits, so there is nothing to speak: give words to read.",
+            field=field,
+        )
+    if len(text) > max_chars:
+        raise TextTooLongError(
+            f"'{field}' is {len(text):,} characters long; the limit is {max_chars:,}. Split it into several "
+            "jobs, or submit it as a book (POST /v1/books).",
+            field=field,
+            length=len(text),
+            limit=max_chars,
+        )
+    return text
+
+
+def check_format(value: object, field: str = "format") -> str:
+    """Return the canonical format name."""
+    if value is None:
+        return defaults.FORMAT
+    try:
+        return normalize_format(value)  # type: ignore[arg-type]
+    except UnsupportedFormatError as exc:
+        exc.details.setdefault("field", field)
+        raise
+
+
+def check_priority(value: object) -> str:
+    """Return a priority name the client may use."""
+    if value is None:
+        return defaults.PRIORITY
+    if value not in defaults.CLIENT_PRIORITIES:
+        raise InvalidRequestError(
+            f"Invalid priority {value!r}: use one of {', '.join(defaults.CLIENT_PRIORITIES)}.",
+            field="priority",
+            priorities=list(defaults.CLIENT_PRIORITIES),
+        )
+    return str(value)
+
+
+def check_webhook_url(value: object) -> str | None:
+    """Return an absolute http(s) URL, or None when none is given."""
+    if value is None or value == "":
+        return None
+    message = "Invalid webhook_url: give an absolute http:// or https:// URL, e.g. https://example.com/hook."
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS:
+        raise InvalidRequestError(message, field="webhook_url")
+    try:
+        parsed = urlparse(value.strip())
+        port_ok = parsed.port is None or 0 < parsed.port < 65536
+    except ValueError:
+        raise InvalidRequestError(message, field="webhook_url") from None
+    if (
+        parsed.scheme not in ("http", "https")
+        or not parsed.hostname
+        or not port_ok
+        or any(ch.isspace() for ch in value.strip())
+    ):
+        raise InvalidRequestError(message, field="webhook_url")
+    return value.strip()
+
+
+def check_speed_value(value: object, field: str = "speed") -> float:
+    """Return the speed (default 1.0) if it is a number in range."""
+    if value is None:
+        return defaults.SPEED
+    try:
+        return check_speed(value)
+    except Exception as exc:
+        getattr(exc, "details", {}).setdefault("field", field)
+        raise
+
+
+def require_object(body: Any) -> Mapping[str, Any]:
+    """The parsed JSON must be an object."""
+    if not isinstance(body, Mapping):
+        raise InvalidRequestError(
+            f'The JSON body must be an object such as {{"text": "Hello."}}, got {type(body).__name__}.'
+        )
+    return body
+
+
+def parse_job_request(body: Any, catalog: Catalog, max_text_chars: int) -> JobSpec:
+    """Validate a ``POST /v1/jobs`` body into a JobSpec."""
+    body = require_object(body)
+    unknown = sorted(set(body) - set(JOB_FIELDS))
+    if unknown:
+        raise InvalidRequestError(
+            f"Unknown field(s) {', '.join(map(repr, unknown))}; valid fields: {', '.join(JOB_FIELDS)}.",
+            fields=unknown,
+            valid=list(JOB_FIELDS),
+        )
+    text = check_text(body.get("text"), max_text_chars)
+    voice, _ = catalog.check_voice(body.get("voice", defaults.VOICE))
+    return JobSpec(
+        text=text,
+        voice=voice,
+        speed=check_speed_value(body.get("speed")),
+        format=check_format(body.get("format")),
+        language=normalize_language(body.get("language")),
+        priority=check_priority(body.get("priority")),
+        webhook_url=check_webhook_url(body.get("webhook_url")),
+    )
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """A validated ``POST /v1/audio/speech`` body."""
+
+    spec: JobSpec
+    stream: bool
+
+
+def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> SpeechRequest:
+    """Validate an OpenAI-style speech body (extra OpenAI fields such as ``instructions`` are ignored)."""
+    body = require_object(body)
+    model = body.get("model", "kokoro")
+    if model not in SPEECH_MODELS:
+        raise InvalidRequestError(
+            f"Unknown model {model!r}: use one of {', '.join(SPEECH_MODELS)} (all are served by Kokoro-82M).",
+            field="model",
+            models=list(SPEECH_MODELS),
+        )
+    text = check_text(body.get("input"), max_text_chars, field="input")
+    voice = body.get("voice", defaults.VOICE)
+    if isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES:
+        voice = OPENAI_VOICES[voice.strip().lower()]
+    voice, _ = catalog.check_voice(voice)
+    response_format = body.get("response_format", "mp3")
+    if isinstance(response_format, str) and response_format.strip().lower() in SPEECH_FORMATS:
+        fmt = SPEECH_FORMATS[response_format.strip().lower()]
+        if fmt is None:
+            raise UnsupportedFormatError(
+                f"response_format {response_format!r} is not supported; use one of "
+                f"{', '.join(k for k, v in SPEECH_FORMATS.items() if v)}.",
+                field="response_format",
+                formats=[k for k, v in SPEECH_FORMATS.items() if v],
+            )
+    else:
+        fmt = check_format(response_format, field="response_format")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError("'stream' must be true or false.", field="stream")
+    spec = JobSpec(
+        text=text,
+        voice=voice,
+        speed=check_speed_value(body.get("speed")),
+        format=fmt,
+        language=normalize_language(body.get("language")),
+        priority="high",  # a caller is waiting on the connection
+    )
+    return SpeechRequest(spec, stream)
+
+
+def parse_limit(value: str | None) -> int:
+    """Page size from the ``limit`` query parameter."""
+    if value is None or value == "":
+        return defaults.PAGE_SIZE
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= defaults.MAX_PAGE_SIZE:
+        raise InvalidRequestError(
+            f"Invalid limit {value!r}: use a whole number from 1 to {defaults.MAX_PAGE_SIZE}.", field="limit"
+        )
+    return limit
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
+    if timestamp is None:
+        return None
+    whole = math.floor(timestamp)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((timestamp - whole) * 1000):03d}Z"
+
+
+def job_to_dict(
+    job: Job,
+    *,
+    links: Mapping[str, str],
+    queue_position: int | None = None,
+    eta_seconds: float | None = None,
+) -> dict[str, Any]:
+    """The public JSON form of a job."""
+    total = job.segments_total
+    percent = (
+        100.0 if job.state == "succeeded" else (round(100.0 * job.segments_done / total, 1) if total else 0.0)
+    )
+    result = None
+    if job.state == "succeeded" and job.result_key:
+        result = {
+            "size": job.result_size,
+            "duration": job.result_duration,
+            "format": job.format,
+            "content_type": job.result_content_type or CONTENT_TYPES.get(job.format),
+            "url": links.get("audio"),
+        }
+        if job.extra.get("render_seconds"):
+            result["render_seconds"] = float(job.extra["render_seconds"])
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return {
+        "id": job.id,
+        "object": "job",
+        "kind": job.kind,
+        "state": job.state,
+        "voice": job.voice,
+        "speed": job.speed,
+        "format": job.format,
+        "language": job.language,
+        "priority": job.priority,
+        "text_chars": job.text_chars,
+        "text_preview": job.text[:120],
+        "progress": {
+            "segments_done": job.segments_done,
+            "segments_total": total,
+            "audio_seconds": round(job.audio_seconds, 3),
+            "percent": percent,
+        },
+        "queue_position": queue_position,
+        "eta_seconds": eta_seconds,
+        "cancel_requested": job.cancel_requested and not job.is_terminal,
+        "created_at": iso_time(job.created_at),
+        "started_at": iso_time(job.started_at),
+        "finished_at": iso_time(job.finished_at),
+        "attempts": job.attempts,
+        "error": error,
+        "result": result,
+        "links": dict(links),
+    }
+
+
+__all__ = [
+    "FORMATS",
+    "JOB_FIELDS",
+    "SpeechRequest",
+    "job_to_dict",
+    "parse_job_request",
+    "parse_speech_request",
+]

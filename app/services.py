@@ -1,0 +1,161 @@
+"""The services the web app and the workers share, built once per process from Settings."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import redis as redis_lib
+
+from app.catalog import Catalog
+from app.exceptions import EnqueueError
+from app.heartbeats import WorkerRegistry
+from app.jobs import Job, JobSpec, JobStore
+from app.keys import Keys
+from app.storage import Storage, storage_from_settings
+from config import defaults
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+log = logging.getLogger("spool.services")
+
+#: Name of the synthesis task, as registered by ``tasks.synthesis``.
+SYNTHESIZE_TASK = "spool.synthesize"
+
+
+def _load_chunk_stream(redis: redis_lib.Redis, keys: Keys, settings: Settings) -> Any | None:
+    """Build ``app.stream.ChunkStream`` when that module is installed (progressive playback, issue 5)."""
+    try:
+        module = importlib.import_module("app.stream")
+    except ModuleNotFoundError as exc:
+        if exc.name != "app.stream":
+            raise
+        return None
+    return module.ChunkStream(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl)
+
+
+class Services:
+    """Settings, Redis, keys, job store, storage, chunk streams, catalog and the task producer."""
+
+    def __init__(
+        self, settings: Settings, *, redis: redis_lib.Redis | None = None, storage: Storage | None = None
+    ) -> None:
+        self.settings = settings
+        # Binary-safe client: chunk streams carry raw PCM; the job store decodes its own strings.
+        self.redis = redis or redis_lib.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.keys = Keys(settings.key_prefix)
+        self.jobs = JobStore(self.redis, self.keys, settings.job_ttl)
+        self.workers = WorkerRegistry(self.redis, self.keys, settings.heartbeat_ttl)
+        self.catalog = Catalog(settings.assets_path)
+        self._storage = storage
+        self._streams: Any | None = None
+        self._streams_loaded = False
+        self._celery: Celery | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def storage(self) -> Storage:
+        """The result storage (connected on first use)."""
+        if self._storage is None:
+            with self._lock:
+                if self._storage is None:
+                    self._storage = storage_from_settings(self.settings)
+        return self._storage
+
+    @property
+    def streams(self) -> Any | None:
+        """The chunk stream (``app.stream.ChunkStream``), or None when that module is not installed."""
+        if not self._streams_loaded:
+            with self._lock:
+                if not self._streams_loaded:
+                    self._streams = _load_chunk_stream(self.redis, self.keys, self.settings)
+                    self._streams_loaded = True
+        return self._streams
+
+    @property
+    def celery(self) -> Celery:
+        """A Celery app configured from these settings, used to send tasks by name."""
+        if self._celery is None:
+            with self._lock:
+                if self._celery is None:
+                    from celery import Celery
+
+                    from config.celery import celery_config
+
+                    app = Celery("spool", set_as_current=False)
+                    app.conf.update(celery_config(self.settings))
+                    self._celery = app
+        return self._celery
+
+    def send_task(
+        self,
+        name: str,
+        args: list[Any],
+        *,
+        queue: str,
+        priority: int,
+        task_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish a task by name, retrying briefly if the broker connection blips."""
+        self.celery.send_task(
+            name,
+            args=args,
+            queue=queue,
+            priority=priority,
+            task_id=task_id,
+            headers=headers or {},
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+        )
+
+    def submit(
+        self,
+        spec: JobSpec,
+        *,
+        owner: str,
+        idempotency_key: str | None = None,
+        request_id: str | None = None,
+        kind: str = "job",
+    ) -> tuple[Job, bool]:
+        """Store a job, then enqueue it; returns (job, created). A job that cannot be enqueued is failed."""
+        job, created = self.jobs.create(
+            spec,
+            owner=owner,
+            queue=self.settings.queue,
+            idempotency_key=idempotency_key,
+            request_id=request_id,
+            kind=kind,
+        )
+        if not created:
+            return job, False
+        try:
+            self.send_task(
+                SYNTHESIZE_TASK,
+                [job.id],
+                queue=job.queue,
+                priority=defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY]),
+                task_id=job.id,
+                headers={"spool_request_id": request_id or "-"},
+            )
+        except Exception as exc:  # the broker is down: the job is stored, so say so rather than lose it
+            log.exception("could not enqueue job %s", job.id)
+            message = f"The job was stored but could not be queued ({type(exc).__name__}); submit it again."
+            try:
+                self.jobs.fail(job.id, EnqueueError.code, message)
+            except redis_lib.RedisError:
+                log.exception("could not mark job %s failed", job.id)
+            raise EnqueueError(message, job_id=job.id) from exc
+        return job, True
+
+    def close(self) -> None:
+        """Release connections (tests, CLI)."""
+        if self._celery is not None:
+            self._celery.close()
+        self.redis.close()

@@ -1,0 +1,111 @@
+"""``spool book FILE -o DIR``: render a whole book locally into a chaptered audiobook."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from config.settings import Settings
+from engine.audiobook import DEFAULT_CHAPTER_GAP, ChapterAudio, assemble
+from engine.book import load_book, parse_chapter_list
+from engine.subtitles import cues_from_chunks
+
+
+def _bar(done: int, total: int, label: str) -> None:
+    """Draw a one-line progress bar on stderr."""
+    width = 30
+    filled = int(width * done / total) if total else width
+    pct = 100.0 * done / total if total else 100.0
+    print(f"\r[{'#' * filled}{'-' * (width - filled)}] {pct:5.1f}% {label[:50]:<50}", end="", file=sys.stderr)
+
+
+def _checkpoint(cache: Path, text: str, voice: str, speed: float, model_id: str) -> Path:
+    """Where a rendered chapter is kept, keyed by its content, voice, speed and model."""
+    key = hashlib.sha256("\x1f".join([model_id, voice, f"{speed:.4f}", text]).encode()).hexdigest()[:32]
+    return cache / f"{key}.npz"
+
+
+def cmd_book(args: argparse.Namespace) -> int:
+    """Render the selected chapters and write book.m4b, chapter MP3s, subtitles and manifest.json."""
+    from engine import Engine
+
+    book = load_book(args.file)
+    chapters = book.select(include_matter=args.include_matter, chapters=parse_chapter_list(args.chapters))
+    title = args.title or book.title
+    author = args.author if args.author is not None else book.author
+    settings = Settings.from_env()
+    engine = Engine.from_assets(
+        args.assets or settings.assets_path, threads=args.threads or settings.engine_threads or None
+    )
+    rv = engine.check(args.voice, args.speed, args.lang)
+    out = Path(args.output)
+    cache = out / ".chapters"
+    cache.mkdir(parents=True, exist_ok=True)
+    plans = [(c, engine.segments(c.text, rv.lang)) for c in chapters]
+    total = sum(len(segments) for _, segments in plans)
+    done = 0
+    started = time.perf_counter()
+    rendered: list[ChapterAudio] = []
+    for chapter, segments in plans:
+        point = _checkpoint(cache, chapter.text, rv.spec, rv.speed, engine.model_id)
+        if point.is_file():
+            # Rendered by an earlier run with the same text, voice, speed and model: reuse it.
+            with np.load(point, allow_pickle=False) as saved:
+                samples = saved["samples"]
+                chunks = None
+                cue_data = saved["cues"]
+            from engine.subtitles import Cue
+
+            cues = [Cue(float(s), float(e), str(t)) for s, e, t in cue_data]
+            done += len(segments)
+            _bar(done, total, f"{chapter.title} (kept)")
+        else:
+            chunks = []
+            last = len(segments) - 1
+            for segment in segments:
+                chunks.append(engine.synthesize_segment(segment, rv, is_last=segment.index == last))
+                done += 1
+                _bar(done, total, chapter.title)
+            samples = np.concatenate([c.samples for c in chunks]).astype(np.float32)
+            cues = cues_from_chunks(chunks)
+            cue_data = np.array([(c.start, c.end, c.text) for c in cues], dtype=object).astype(str)
+            np.savez(point, samples=samples, cues=cue_data)
+        rendered.append(ChapterAudio(chapter.title, samples, rv.sample_rate, cues))
+    print(file=sys.stderr)
+    manifest = assemble(
+        rendered, out, title=title, author=author, cover=book.cover, cover_type=book.cover_type, gap=args.gap
+    )
+    elapsed = time.perf_counter() - started
+    print(
+        f"{len(rendered)} chapters, {manifest['duration'] / 60:.1f} min of audio in {elapsed:.0f} s -> "
+        f"{out / manifest['book_file']}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``book`` to the ``spool`` command."""
+    book = subparsers.add_parser("book", help="render an EPUB, .txt or .md book into a chaptered audiobook")
+    book.add_argument("file", help="the book: .epub, .txt or .md")
+    book.add_argument("-o", "--output", required=True, help="directory for book.m4b, chapters, subtitles")
+    book.add_argument("--voice", default="af_heart")
+    book.add_argument("--speed", type=float, default=1.0)
+    book.add_argument("--lang", help="language (default: the voice's)")
+    book.add_argument("--chapters", help="chapters to render, e.g. 1 or 1,3-5 (default: all)")
+    book.add_argument(
+        "--include-matter", action="store_true", help="also read front/back matter (licence, contents)"
+    )
+    book.add_argument("--title", help="title for the tags (default: from the book)")
+    book.add_argument("--author", help="author for the tags (default: from the book)")
+    book.add_argument(
+        "--gap", type=float, default=DEFAULT_CHAPTER_GAP, help="seconds of silence between chapters"
+    )
+    book.add_argument("--threads", type=int, help="engine threads")
+    book.add_argument("--assets", help="assets directory")
+    book.set_defaults(func=cmd_book)

@@ -1,0 +1,29 @@
+"""Gunicorn configuration for the Spool web app: ``gunicorn -c python:config.gunicorn 'app:create_app()'``.
+
+Threaded workers, because ``POST /v1/audio/speech`` waits for its job and the
+chunk streams stay open while a job renders: each holds one thread, not a process.
+Bind address, worker and thread counts come from ``SPOOL_HOST``/``SPOOL_PORT``,
+``SPOOL_WEB_WORKERS`` and ``SPOOL_WEB_THREADS`` (command-line flags override them).
+"""
+
+from __future__ import annotations
+
+import os
+
+from config import defaults
+
+bind = f"{os.environ.get('SPOOL_HOST', defaults.HOST)}:{os.environ.get('SPOOL_PORT', defaults.PORT)}"
+workers = int(os.environ.get("SPOOL_WEB_WORKERS", defaults.WEB_WORKERS))
+threads = int(os.environ.get("SPOOL_WEB_THREADS", defaults.WEB_THREADS))
+worker_class = "gthread"
+# Long enough for a speech request waiting on its job; streams send data well within it.
+timeout = int(float(os.environ.get("SPOOL_SPEECH_TIMEOUT", defaults.SPEECH_TIMEOUT))) + 60
+graceful_timeout = 30
+keepalive = 5
+# Request ids are logged by the app itself; the access log adds the client view.
+accesslog = "-"
+errorlog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms req=%({x-request-id}o)s'
+loglevel = os.environ.get("SPOOL_LOG_LEVEL", defaults.LOG_LEVEL).lower()
+# Behind a reverse proxy (compose, k8s), trust its X-Forwarded-* headers for external URLs.
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,231 @@
+"""Runtime settings: one frozen dataclass read from ``SPOOL_*`` environment variables.
+
+Nothing is read at import time: call :meth:`Settings.from_env` once per process
+(the web app factory, the Celery app and the CLI each do) and pass the result on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import defaults
+
+#: Owner names (derived from API keys) are used inside Redis keys, so they are restricted.
+OWNER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: Queue names are used in Redis keys and on the worker command line.
+QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A ``SPOOL_*`` variable has a value Spool cannot use; the message names it and the valid form."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    """Parse a boolean variable (1/0, true/false, yes/no, on/off)."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean: use 1 or 0 (true/false, yes/no, on/off).")
+
+
+def _parse_number(name: str, raw: str, kind: type, minimum: float | None) -> Any:
+    """Parse an int or float variable with an optional lower bound."""
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}.") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name}={raw!r} is too small: it must be at least {minimum}.")
+    return value
+
+
+def owner_for_key(key: str) -> str:
+    """Name an unnamed API key by a short hash of it, so the key itself never lands in Redis or logs."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse ``SPOOL_API_KEYS``: ``key1,key2`` or ``key1:alice,key2:bob`` into {key: owner name}."""
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, name = item.partition(":")
+        key, name = key.strip(), name.strip()
+        if len(key) < 8:
+            raise SettingsError("SPOOL_API_KEYS: every key must be at least 8 characters long.")
+        if not sep:
+            name = owner_for_key(key)
+        if not OWNER_NAME_RE.match(name):
+            raise SettingsError(
+                f"SPOOL_API_KEYS: owner name {name!r} is not valid: use 1-64 letters, digits, '_', '.', '-'."
+            )
+        keys[key] = name
+    return keys
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a Spool process; see ``config.defaults`` for what each one means."""
+
+    redis_url: str = defaults.REDIS_URL
+    key_prefix: str = defaults.KEY_PREFIX
+    broker_key_prefix: str = defaults.BROKER_KEY_PREFIX
+    storage_url: str = defaults.STORAGE_URL
+    s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = None
+    s3_region: str = defaults.S3_REGION
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
+    s3_create_bucket: bool = False
+    assets_dir: str = defaults.ASSETS_DIR
+    engine_threads: int = defaults.ENGINE_THREADS
+    providers: tuple[str, ...] = ()
+    queue: str = defaults.QUEUE
+    worker_queues: tuple[str, ...] = (defaults.QUEUE,)
+    job_ttl: int = defaults.JOB_TTL
+    max_text_chars: int = defaults.MAX_TEXT_CHARS
+    max_body_bytes: int = defaults.MAX_BODY_BYTES
+    max_upload_bytes: int = defaults.MAX_UPLOAD_BYTES
+    task_soft_time_limit: int = defaults.TASK_SOFT_TIME_LIMIT
+    task_time_limit: int = defaults.TASK_TIME_LIMIT
+    visibility_timeout: int = defaults.VISIBILITY_TIMEOUT
+    speech_timeout: float = defaults.SPEECH_TIMEOUT
+    webhook_timeout: float = defaults.WEBHOOK_TIMEOUT
+    stream_maxlen: int = defaults.STREAM_MAXLEN
+    stream_ttl: int = defaults.STREAM_TTL
+    presign_expires: int = defaults.PRESIGN_EXPIRES
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
+    heartbeat_ttl: int = defaults.HEARTBEAT_TTL
+    audio_redirect: bool = defaults.AUDIO_REDIRECT
+    api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
+    log_level: str = defaults.LOG_LEVEL
+    log_format: str = defaults.LOG_FORMAT
+    host: str = defaults.HOST
+    port: int = defaults.PORT
+    url: str = defaults.URL
+    api_key: str | None = field(default=None, repr=False)
+    var_dir: str = defaults.VAR_DIR
+
+    def __post_init__(self) -> None:
+        for queue in (self.queue, *self.worker_queues):
+            if not QUEUE_NAME_RE.match(queue):
+                raise SettingsError(
+                    f"Queue name {queue!r} is not valid: use lower-case letters, digits, '_' or '-' "
+                    f"(e.g. {', '.join(defaults.QUEUES)})."
+                )
+        if self.task_time_limit <= self.task_soft_time_limit:
+            raise SettingsError(
+                "SPOOL_TASK_TIME_LIMIT must be larger than SPOOL_TASK_SOFT_TIME_LIMIT "
+                f"(got {self.task_time_limit} <= {self.task_soft_time_limit})."
+            )
+        if self.visibility_timeout <= self.task_time_limit:
+            # A message redelivered while its task still runs would render the job twice.
+            raise SettingsError(
+                "SPOOL_VISIBILITY_TIMEOUT must be larger than SPOOL_TASK_TIME_LIMIT "
+                f"(got {self.visibility_timeout} <= {self.task_time_limit})."
+            )
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise SettingsError(
+                "SPOOL_HEARTBEAT_TTL must be larger than SPOOL_HEARTBEAT_INTERVAL "
+                f"(got {self.heartbeat_ttl} <= {self.heartbeat_interval})."
+            )
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")
+
+    @property
+    def assets_path(self) -> Path:
+        """The assets directory with ``~`` expanded."""
+        return Path(self.assets_dir).expanduser()
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when API keys are configured and every /v1 request must carry one."""
+        return bool(self.api_keys)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from a dict of field names (unknown names are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SettingsError(
+                f"Unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}."
+            )
+        values = dict(values)
+        if isinstance(values.get("api_keys"), str):
+            values["api_keys"] = parse_api_keys(values["api_keys"])
+        for name in ("providers", "worker_queues"):
+            if isinstance(values.get(name), str):
+                values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``SPOOL_*`` variable of ``environ`` (default ``os.environ``) into settings."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = defaults.ENV_PREFIX + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if f.name == "api_keys":
+                values[f.name] = parse_api_keys(raw)
+            elif kind.startswith("tuple"):
+                values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+            elif kind == "bool":
+                values[f.name] = _parse_bool(name, raw)
+            elif kind == "int":
+                values[f.name] = _parse_number(name, raw, int, 0)
+            elif kind == "float":
+                values[f.name] = _parse_number(name, raw, float, 0)
+            elif kind.startswith("str | None"):
+                values[f.name] = raw.strip() or None
+            else:
+                values[f.name] = raw.strip()
+        # The S3 credentials also come from boto3's usual variables when Spool's own are absent.
+        for field_name, fallback in (
+            ("s3_access_key", "AWS_ACCESS_KEY_ID"),
+            ("s3_secret_key", "AWS_SECRET_ACCESS_KEY"),
+        ):
+            if field_name not in values and env.get(fallback):
+                values[field_name] = env[fallback]
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """Render these settings as ``SPOOL_*`` variables (for starting workers with the same view)."""
+        env: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            name = defaults.ENV_PREFIX + f.name.upper()
+            if f.name == "api_keys":
+                env[name] = ",".join(f"{k}:{v}" for k, v in value.items())
+            elif isinstance(value, tuple):
+                env[name] = ",".join(value)
+            elif isinstance(value, bool):
+                env[name] = "1" if value else "0"
+            else:
+                env[name] = str(value)
+        return env

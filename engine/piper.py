@@ -1,0 +1,135 @@
+"""Piper voices (VITS ONNX models with a ``.onnx.json`` config) behind the engine's interface.
+
+Selected as ``piper:<name>`` (for example ``piper:en_US-joe-medium``). Phonemes come from
+espeak-ng through phonemizer, in IPA as Piper was trained on; each phoneme maps to ids via the
+config's ``phoneme_id_map``, framed by the start (``^``) and end (``$``) symbols with the pad
+(``_``) after every phoneme, which is how Piper models expect their input.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.exceptions import AssetError, InvalidTextError
+from engine.g2p import _espeak_backend
+from engine.kokoro import resolve_providers, session_options
+
+#: Prefix that selects a Piper voice in a voice spec.
+PIPER_PREFIX = "piper:"
+
+_PAD, _BOS, _EOS = "_", "^", "$"
+
+
+@dataclass(frozen=True)
+class PiperConfig:
+    """What a Piper voice's ``.onnx.json`` says: rate, espeak voice, phoneme ids and default scales."""
+
+    sample_rate: int
+    espeak_voice: str
+    phoneme_id_map: dict[str, list[int]]
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+
+    @classmethod
+    def load(cls, path: Path) -> PiperConfig:
+        """Read a Piper ``.onnx.json`` config."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            inference = data.get("inference", {})
+            return cls(
+                sample_rate=int(data["audio"]["sample_rate"]),
+                espeak_voice=str(data.get("espeak", {}).get("voice", "en-us")),
+                phoneme_id_map={str(k): [int(i) for i in v] for k, v in data["phoneme_id_map"].items()},
+                noise_scale=float(inference.get("noise_scale", 0.667)),
+                length_scale=float(inference.get("length_scale", 1.0)),
+                noise_w=float(inference.get("noise_w", 0.8)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AssetError(
+                f"Cannot read the Piper config {path}: {exc}. Run `spool models fetch` to restore it."
+            ) from exc
+
+
+class PiperVoice:
+    """One Piper model: espeak phonemes in, 16-bit-range float audio out at the voice's rate."""
+
+    def __init__(self, name: str, session: Any, config: PiperConfig) -> None:
+        self.name = name
+        self.session = session
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.lang = config.espeak_voice.lower()
+        self._inputs = {i.name for i in session.get_inputs()}
+        self._backend = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, model_path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> PiperVoice:
+        """Load ``<name>.onnx`` and its ``<name>.onnx.json`` config."""
+        import onnxruntime as ort
+
+        model_path = Path(model_path).expanduser()
+        config_path = model_path.with_name(model_path.name + ".json")
+        if not model_path.is_file() or not config_path.is_file():
+            raise AssetError(
+                f"Piper voice {model_path} or its config {config_path.name} is missing. "
+                "Run `spool models fetch` to install en_US-joe-medium."
+            )
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads), providers=resolve_providers(providers)
+        )
+        return cls(model_path.name[: -len(".onnx")], session, PiperConfig.load(config_path))
+
+    def phonemize(self, text: str) -> str:
+        """IPA phonemes for ``text`` from espeak-ng, punctuation kept."""
+        with self._lock:
+            if self._backend is None:
+                import phonemizer
+
+                _espeak_backend(self.config.espeak_voice)  # sets up the bundled espeak library
+                self._backend = phonemizer.backend.EspeakBackend(
+                    language=self.config.espeak_voice, preserve_punctuation=True, with_stress=True
+                )
+            out = self._backend.phonemize([text])
+        return (out[0] if out else "").strip()
+
+    def ids(self, phonemes: str) -> list[int]:
+        """Phoneme ids framed by start/end symbols, with the pad after each phoneme."""
+        table = self.config.phoneme_id_map
+        pad = table.get(_PAD, [0])
+        ids = list(table.get(_BOS, [1])) + list(pad)
+        for ch in phonemes:
+            if ch in table:
+                ids.extend(table[ch])
+                ids.extend(pad)
+        ids.extend(table.get(_EOS, [2]))
+        return ids
+
+    def infer(self, phonemes: str, speed: float) -> np.ndarray:
+        """Synthesise phonemes at ``speed`` (1.0 normal) and return float32 audio in [-1, 1]."""
+        ids = self.ids(phonemes)
+        if len(ids) <= 3:
+            raise InvalidTextError("Nothing to synthesise: no phoneme this voice knows.")
+        feeds: dict[str, np.ndarray] = {
+            "input": np.array([ids], dtype=np.int64),
+            "input_lengths": np.array([len(ids)], dtype=np.int64),
+            "scales": np.array(
+                [self.config.noise_scale, self.config.length_scale / speed, self.config.noise_w],
+                dtype=np.float32,
+            ),
+        }
+        if "sid" in self._inputs:
+            feeds["sid"] = np.array([0], dtype=np.int64)
+        with self._lock:
+            audio = self.session.run(None, feeds)[0]
+        return np.asarray(audio, dtype=np.float32).reshape(-1)

@@ -1,0 +1,199 @@
+"""The engine end to end on the real Kokoro model: coverage, no dropped words, errors, clean audio."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import Engine, InvalidSpeedError, InvalidTextError, UnknownVoiceError, UnsupportedLanguageError
+from engine.audio import FORMATS, decode_audio, encode_audio
+from engine.chunk import FADE_SECONDS
+from engine.exceptions import InvalidVoiceSpecError
+
+SENTENCE = "The quick brown fox jumps over the lazy dog. It was 10:30am on 3 May 2024, and it cost $3.99."
+
+
+@pytest.fixture(scope="module")
+def rendered(engine: Engine) -> tuple[np.ndarray, list]:
+    """One short two-sentence text, rendered once for the module."""
+    return engine.synthesize(SENTENCE, voice="af_heart")
+
+
+def _covered(text: str, segments: list) -> None:
+    """Every non-space character of ``text`` lies in exactly one segment span, in order."""
+    position = 0
+    for i, seg in enumerate(segments):
+        assert seg.index == i
+        assert seg.start >= position and text[position : seg.start].strip() == "", (seg, position)
+        assert text[seg.start : seg.end] == seg.text
+        position = seg.end
+    assert text[position:].strip() == ""
+
+
+# Text with no punctuation, very long words, digits, symbols, emoji and mixed scripts.
+_ALPHABET = st.sampled_from(
+    list("abcdefghijklmnopqrstuvwxyz ABCXYZ0123456789 .,;:!?-'\"()$%&@#/\n\t")
+    + ["🎉", "👍🏽", "é", "ß", "ж", "東京", "مرحبا", "\u200b", "—", "…", "42", "1,000", "3.5", "Dr.", "U.S."]
+)
+_TEXT = st.lists(_ALPHABET, min_size=1, max_size=120).map("".join).filter(lambda s: s.strip())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_TEXT)
+def test_segments_cover_every_character_exactly_once(engine: Engine, text: str) -> None:
+    _covered(text, engine.segments(text))
+
+
+@settings(max_examples=40, deadline=None)
+@given(word=st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=200, max_size=600))
+def test_a_very_long_word_without_spaces_is_covered(engine: Engine, word: str) -> None:
+    _covered(word, engine.segments(word))
+
+
+def test_long_text_without_punctuation_splits_under_budget(engine: Engine) -> None:
+    text = " ".join(["word"] * 400)
+    segments = engine.segments(text)
+    _covered(text, segments)
+    assert len(segments) > 3
+    for seg in segments:
+        ids, _ = engine.model.tokenize(engine.phonemize(seg, "en-us").text)
+        assert len(ids) <= 510
+
+
+def test_first_segment_is_short_for_fast_first_audio(engine: Engine) -> None:
+    text = (
+        "When the committee finally met on Tuesday afternoon, after weeks of delay, the chair opened "
+        "the session by thanking everyone for their patience and then read out the agenda in full."
+    )
+    segments = engine.segments(text)
+    assert len(segments) >= 2
+    assert len(segments[0].spoken) < len(text) / 2
+
+
+def test_every_word_is_timed_and_in_order(engine: Engine, rendered: tuple) -> None:
+    _, chunks = rendered
+    spoken = " ".join(c.segment.spoken for c in chunks)
+    words = [w for c in chunks for w in c.words]
+    assert [w.word.lower().strip(".,") for w in words][:4] == ["the", "quick", "brown", "fox"]
+    assert "ninety-nine" in spoken.lower() or "ninety nine" in spoken.lower()
+    for chunk in chunks:
+        last = 0.0
+        for w in chunk.words:
+            assert last - 1e-6 <= w.start <= w.end <= chunk.speech_end + 1e-6
+            last = w.start
+
+
+def test_out_of_vocabulary_words_are_spoken_not_dropped(engine: Engine) -> None:
+    known = engine.synthesize("We saw the.", voice="af_heart")[0]
+    invented = engine.synthesize("We saw the zorblaxian quintofrenics.", voice="af_heart")
+    phonemes = engine.phonemize("We saw the zorblaxian quintofrenics.", "en-us")
+    timed = [w.word for c in invented[1] for w in c.words]
+    assert "zorblaxian" in timed and "quintofrenics" in timed
+    assert not phonemes.missing
+    # Two invented words add at least half a second of speech.
+    assert len(invented[0]) - len(known) > 0.5 * engine.sample_rate
+
+
+def test_audio_is_sane_and_ends_cleanly(engine: Engine, rendered: tuple) -> None:
+    samples, chunks = rendered
+    assert samples.dtype == np.float32
+    assert np.isfinite(samples).all()
+    assert np.abs(samples).max() <= 1.0
+    rms = float(np.sqrt(np.mean(samples**2)))
+    assert rms > 0.02, "speech has energy"
+    rate = engine.sample_rate
+    last = chunks[-1]
+    assert last.is_last and all(not c.is_last for c in chunks[:-1])
+    # The final chunk ends on a fade into silence: its last 5 ms are near zero, never noise.
+    tail = last.samples[-int(0.005 * rate) :]
+    assert np.abs(tail).max() < 0.01
+    # And its body is speech, not static: energy concentrated below 4 kHz like a voice.
+    body = last.samples[: int(last.speech_end * rate)]
+    spectrum = np.abs(np.fft.rfft(body)) ** 2
+    freqs = np.fft.rfftfreq(len(body), 1 / rate)
+    assert spectrum[freqs < 4000].sum() / spectrum.sum() > 0.8
+
+
+def test_chunks_join_without_clicks(engine: Engine, rendered: tuple) -> None:
+    _, chunks = rendered
+    fade = int(FADE_SECONDS * engine.sample_rate)
+    for chunk in chunks:
+        assert abs(float(chunk.samples[0])) < 1e-3
+        speech_end = int(round(chunk.speech_end * engine.sample_rate))
+        assert np.abs(chunk.samples[speech_end - 1 : speech_end + fade]).max() < 0.05
+
+
+def test_output_is_deterministic(engine: Engine) -> None:
+    a = engine.synthesize("Same input, same output.", voice="am_adam")[0]
+    b = engine.synthesize("Same input, same output.", voice="am_adam")[0]
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_decodes_back_with_the_right_duration(engine: Engine, rendered: tuple, fmt: str) -> None:
+    samples, _ = rendered
+    data = encode_audio(samples, engine.sample_rate, fmt)
+    decoded, rate = decode_audio(data, fmt, sample_rate=engine.sample_rate)
+    expected = len(samples) / engine.sample_rate
+    # Lossy codecs pad by a frame or two (mp3 ~26 ms, opus ~7 ms pre-skip); nothing more.
+    assert abs(len(decoded) / rate - expected) < 0.06, fmt
+    if fmt in ("wav", "flac", "pcm"):
+        assert np.allclose(decoded, samples, atol=1 / 16000)
+
+
+def test_speed_changes_duration(engine: Engine) -> None:
+    slow = engine.synthesize("Speed makes this shorter.", speed=0.8)[0]
+    fast = engine.synthesize("Speed makes this shorter.", speed=1.6)[0]
+    assert len(fast) < 0.75 * len(slow)
+
+
+def test_blends_and_other_languages(engine: Engine) -> None:
+    blend = engine.synthesize("Blend.", voice="af_bella(2)+af_sky(1)")[0]
+    assert np.sqrt(np.mean(blend**2)) > 0.01
+    spanish = engine.synthesize("Hola, ¿cómo estás?", voice="ef_dora")[1]
+    assert [w.word for c in spanish for w in c.words] == ["Hola,", "¿cómo", "estás?"]
+    british = engine.check("bf_emma").lang
+    assert british == "en-gb"
+    assert engine.check("af_heart", lang="en").lang == "en-us"
+
+
+def test_piper_voice_behind_the_same_interface(engine: Engine) -> None:
+    assert "piper:en_US-joe-medium" in engine.voice_names()
+    samples, chunks = engine.synthesize("Piper speaks too.", voice="piper:en_US-joe-medium")
+    assert chunks[0].sample_rate == 22050
+    assert np.sqrt(np.mean(samples**2)) > 0.01
+    assert np.abs(samples).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needle"),
+    [
+        ({"voice": "af_nope"}, UnknownVoiceError, "af_"),
+        ({"voice": "piper:nobody"}, UnknownVoiceError, "piper:en_US-joe-medium"),
+        ({"voice": "af_bella(x)+af_sky"}, InvalidVoiceSpecError, "weight"),
+        ({"speed": 2.5}, InvalidSpeedError, "0.5 to 2.0"),
+        ({"speed": 0.1}, InvalidSpeedError, "0.5 to 2.0"),
+        ({"speed": float("nan")}, InvalidSpeedError, "0.5 to 2.0"),
+        ({"lang": "en-xx"}, UnsupportedLanguageError, "en-us"),
+    ],
+)
+def test_bad_requests_raise_clear_errors(engine: Engine, kwargs: dict, error: type, needle: str) -> None:
+    with pytest.raises(error) as info:
+        engine.check(**{"voice": "af_heart", "speed": 1.0, **kwargs})
+    assert needle in info.value.message
+    assert info.value.to_dict()["code"] == error.code
+
+
+def test_empty_text_is_rejected(engine: Engine) -> None:
+    with pytest.raises(InvalidTextError):
+        engine.segments("   \n\t ")
+
+
+def test_stream_resumes_from_a_segment(engine: Engine) -> None:
+    text = "First sentence here. Second sentence here. Third one."
+    full = list(engine.stream(text))
+    rest = list(engine.stream(text, start_index=1))
+    assert [c.index for c in rest] == [c.index for c in full[1:]]
+    assert np.array_equal(rest[-1].samples, full[-1].samples)
