@@ -28,11 +28,13 @@ class WorkerRegistry:
     def beat(self, name: str, info: dict[str, Any]) -> None:
         """Record that worker ``name`` is alive, with what it is doing."""
         now = time.time()
-        record = {**info, "name": name, "seen_at": now}
+        record = {**info, "name": name, "seen_at": now, "ttl": self.ttl}
+        # The index is scored by each worker's own expiry time: workers may run with different TTLs,
+        # and a reader must never judge a slow-beating worker dead by its own, shorter TTL.
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self.keys.worker(name), json.dumps(record), ex=self.ttl)
-            pipe.zadd(self.keys.workers(), {name: now})
-            pipe.zremrangebyscore(self.keys.workers(), "-inf", now - self.ttl)
+            pipe.zadd(self.keys.workers(), {name: now + self.ttl})
+            pipe.zremrangebyscore(self.keys.workers(), "-inf", now)
             pipe.execute()
 
     def remove(self, name: str) -> None:
@@ -50,7 +52,7 @@ class WorkerRegistry:
     def live(self) -> list[dict[str, Any]]:
         """Every worker whose heartbeat has not expired, by name."""
         names = [
-            n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), time.time() - self.ttl, "+inf")
+            n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), time.time(), "+inf")
         ]
         if not names:
             return []

@@ -133,9 +133,14 @@ def test_a_book_is_uploaded_rendered_and_its_chapter_plays(
     page.goto(live_server.url + "/")
     page.wait_for_function("document.querySelectorAll('#voice option').length > 10")
     page.set_input_files("#book-file", str(book))
-    page.click("#book-submit")
-    row = page.wait_for_selector("#books li.book", timeout=30_000)
-    book_id = row.get_attribute("data-book-id")
+    # Other tests' books may be listed too: follow the one this upload created.
+    with page.expect_response(
+        lambda r: r.url.endswith("/v1/books") and r.request.method == "POST", timeout=30_000
+    ) as posted:
+        page.click("#book-submit")
+    assert posted.value.status == 202, posted.value.text()
+    book_id = posted.value.json()["id"]
+    page.wait_for_selector(f'#books li.book[data-book-id="{book_id}"]', timeout=30_000)
     # Chapters are listed at once; the page polls until the book is assembled.
     assert page.locator(f'#books li[data-book-id="{book_id}"] .chapters li').count() == 2
     page.wait_for_selector(f'#books li[data-book-id="{book_id}"] .badge.succeeded', timeout=JOB_TIMEOUT_MS)
