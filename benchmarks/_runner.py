@@ -77,6 +77,8 @@ class SpoolSystem(System):
                     str(assets / "kokoro-v1.0.int8.onnx"), str(assets / "voices"), threads=args.threads
                 )
         self.load_s = time.perf_counter() - t0  # Engine.load includes its warm-up
+        if args.first_phonemes:
+            self.engine.first_max_phonemes = args.first_phonemes
         self.warmup_s = 0.0
         self.voice = args.voice
         self.speed = args.speed
@@ -205,6 +207,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--voice", default="af_heart")
     p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--first-phonemes", type=int, default=None, help="spool: first-segment phoneme budget")
     default_assets = os.environ.get("SPOOL_ASSETS_DIR", str(Path("~/.cache/spool").expanduser()))
     p.add_argument("--assets", default=default_assets)
     p.add_argument("--model", default=None, help="model path (default: the int8 model in --assets)")

@@ -112,11 +112,15 @@ def one_request(svc: SpoolService, text: str, args: argparse.Namespace, header_l
     }
 
 
-def engine_first_segment(text_file: Path, threads: int, runs: int, voice: str) -> dict:
+def engine_first_segment(
+    text_file: Path, threads: int, runs: int, voice: str, first_phonemes: int | None = None
+) -> dict:
     """The engine's own time to its first chunk, ``runs`` warm renders in one fresh process."""
+    extra = ["--first-phonemes", str(first_phonemes)] if first_phonemes else []
     res = run_child(
         project_python(),
         [
+            *extra,
             "--system",
             "spool",
             "--text-file",
@@ -166,6 +170,12 @@ def main() -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="engine threads per worker (default cores/workers)"
     )
+    p.add_argument(
+        "--first-phonemes",
+        type=int,
+        default=None,
+        help="first-segment phoneme budget for the engine and the workers (default: Spool's, 40)",
+    )
     p.add_argument("--storage", choices=("local", "s3"), default="local")
     p.add_argument("--voice", default="af_heart")
     p.add_argument("--json", default=None, metavar="OUT", help="also write all results to this JSON file")
@@ -182,7 +192,7 @@ def main() -> None:
     header_len = header_bytes(args.format)
 
     print(f"# engine alone: {args.runs} warm renders, {args.threads} thread(s)", file=sys.stderr, flush=True)
-    engine = engine_first_segment(text_file, args.threads, args.runs, args.voice)
+    engine = engine_first_segment(text_file, args.threads, args.runs, args.voice, args.first_phonemes)
     print(
         f"# service: {args.workers} worker(s) x {args.threads} thread(s); logs in {log_dir}",
         file=sys.stderr,
@@ -190,7 +200,11 @@ def main() -> None:
     )
     runs = []
     with SpoolService(
-        workers=args.workers, threads=args.threads, storage=args.storage, log_dir=log_dir
+        workers=args.workers,
+        threads=args.threads,
+        storage=args.storage,
+        log_dir=log_dir,
+        extra_env={"SPOOL_FIRST_SEGMENT_PHONEMES": str(args.first_phonemes)} if args.first_phonemes else None,
     ) as svc:
         warm = svc.submit("Warming up.", voice=args.voice, fmt=args.format)
         svc.wait(warm["id"])

@@ -26,6 +26,10 @@ ASSETS_DIR = "~/.cache/spool"
 #: Intra-op threads per engine; 0: ``spool serve`` splits the cores among workers, else onnxruntime picks.
 ENGINE_THREADS = 0
 
+#: Phoneme budget of a job's first segment: smaller starts playback sooner, larger keeps the
+#: opening clause whole (40 fits "Alice was not a bit hurt,"; 24 is the smallest accepted).
+FIRST_SEGMENT_PHONEMES = 40
+
 #: Queue new jobs are sent to: one per device class.
 QUEUE = "cpu"
 

@@ -23,6 +23,11 @@ OWNER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Queue names are used in Redis keys and on the worker command line.
 QUEUE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
+#: Accepted range of ``first_segment_phonemes``: engine.segment's MIN_BUDGET_PHONEMES and
+#: DEFAULT_MAX_PHONEMES (repeated here so reading settings never imports the engine; a test checks).
+MIN_BUDGET = 24
+MAX_BUDGET = 180
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -94,6 +99,7 @@ class Settings:
     s3_create_bucket: bool = False
     assets_dir: str = defaults.ASSETS_DIR
     engine_threads: int = defaults.ENGINE_THREADS
+    first_segment_phonemes: int = defaults.FIRST_SEGMENT_PHONEMES
     providers: tuple[str, ...] = ()
     queue: str = defaults.QUEUE
     worker_queues: tuple[str, ...] = (defaults.QUEUE,)
@@ -143,6 +149,11 @@ class Settings:
             raise SettingsError(
                 "SPOOL_HEARTBEAT_TTL must be larger than SPOOL_HEARTBEAT_INTERVAL "
                 f"(got {self.heartbeat_ttl} <= {self.heartbeat_interval})."
+            )
+        if not MIN_BUDGET <= self.first_segment_phonemes <= MAX_BUDGET:
+            raise SettingsError(
+                f"SPOOL_FIRST_SEGMENT_PHONEMES={self.first_segment_phonemes}: use a whole number "
+                f"from {MIN_BUDGET} to {MAX_BUDGET} (default {defaults.FIRST_SEGMENT_PHONEMES})."
             )
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")

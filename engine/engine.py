@@ -26,7 +26,7 @@ from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
 from engine.g2p import G2PRegistry, Phonemes, is_speakable, normalize_lang
 from engine.kokoro import MAX_TOKENS, SAMPLES_PER_FRAME, KokoroModel, load_vocab
 from engine.piper import PIPER_PREFIX, PiperVoice
-from engine.segment import Segment, renumber, split_segment, split_text
+from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, renumber, split_segment, split_text
 from engine.voices import Voice, VoiceStore, check_speed
 
 log = logging.getLogger("spool.engine")
@@ -66,6 +66,8 @@ class Engine:
         self.piper = dict(piper or {})
         self.g2p = G2PRegistry()
         self._model_id = model_id
+        #: Phoneme budget of the first segment of every text (see ``engine.segment.split_text``).
+        self.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
         # Piper models found on disk but not loaded yet: loaded on first use, so a worker that
         # never speaks with Piper pays neither its load time nor its memory.
         self._piper_paths: dict[str, Path] = {}
@@ -220,7 +222,7 @@ class Engine:
         """Normalise and split ``text``; the segments' spans cover every character exactly once."""
         if not isinstance(text, str):
             raise InvalidTextError(f"Text must be a string, got {type(text).__name__}.")
-        return split_text(text, lang=normalize_lang(lang))
+        return split_text(text, lang=normalize_lang(lang), first_max_phonemes=self.first_max_phonemes)
 
     def phonemize(self, segment: Segment | str, lang: str | None = None) -> Phonemes:
         """Phonemes for one segment's spoken text (misaki for English, espeak otherwise)."""
@@ -284,7 +286,7 @@ class Engine:
     ) -> Iterator[AudioChunk]:
         """Yield one chunk per segment, in order, from segment ``start_index`` (to resume a job)."""
         rv = self.check(voice, speed, lang)
-        segments = split_text(text, lang=rv.lang) if isinstance(text, str) else self.segments(text)
+        segments = self.segments(text, rv.lang)
         last = len(segments) - 1
         for segment in segments[start_index:]:
             yield self.synthesize_segment(segment, rv, is_last=segment.index == last)

@@ -83,6 +83,7 @@ def load_engine(settings: Settings) -> Engine:
     if settings.providers:
         kwargs["providers"] = list(settings.providers)
     engine = Engine.from_assets(settings.assets_path, **kwargs)
+    engine.first_max_phonemes = settings.first_segment_phonemes
     _state["engine_seconds"] = round(time.perf_counter() - started, 3)
     log.info(
         "engine loaded from %s in %.2f s (threads=%s, providers=%s)",

@@ -11,6 +11,7 @@ from engine import Engine, InvalidSpeedError, InvalidTextError, UnknownVoiceErro
 from engine.audio import FORMATS, decode_audio, encode_audio
 from engine.chunk import FADE_SECONDS
 from engine.exceptions import InvalidVoiceSpecError
+from engine.segment import DEFAULT_FIRST_MAX_PHONEMES
 
 SENTENCE = "The quick brown fox jumps over the lazy dog. It was 10:30am on 3 May 2024, and it cost $3.99."
 
@@ -70,6 +71,15 @@ def test_first_segment_is_short_for_fast_first_audio(engine: Engine) -> None:
     segments = engine.segments(text)
     assert len(segments) >= 2
     assert len(segments[0].spoken) < len(text) / 2
+    # A smaller first budget (a latency set-up) cuts the opening shorter; the rest still covers all.
+    default_first = segments[0]
+    engine.first_max_phonemes = 24
+    try:
+        shorter = engine.segments(text)
+    finally:
+        engine.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
+    assert len(shorter[0].spoken) < len(default_first.spoken)
+    assert "".join(text[s.start : s.end] for s in shorter).replace(" ", "") == text.replace(" ", "")
 
 
 def test_every_word_is_timed_and_in_order(engine: Engine, rendered: tuple) -> None:

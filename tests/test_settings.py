@@ -49,6 +49,8 @@ def test_reads_typed_variables() -> None:
         ({"SPOOL_TASK_TIME_LIMIT": "10", "SPOOL_TASK_SOFT_TIME_LIMIT": "20"}, "SOFT_TIME_LIMIT"),
         ({"SPOOL_VISIBILITY_TIMEOUT": "60"}, "VISIBILITY_TIMEOUT"),
         ({"SPOOL_LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+        ({"SPOOL_FIRST_SEGMENT_PHONEMES": "10"}, "FIRST_SEGMENT_PHONEMES"),
+        ({"SPOOL_FIRST_SEGMENT_PHONEMES": "500"}, "from 24 to 180"),
         ({"SPOOL_API_KEYS": "short"}, "8 characters"),
         ({"SPOOL_API_KEYS": "longenough:bad name"}, "owner name"),
     ],
@@ -99,3 +101,11 @@ def test_celery_config_follows_settings() -> None:
     assert options["visibility_timeout"] > conf["task_time_limit"] > conf["task_soft_time_limit"]
     assert options["queue_order_strategy"] == "priority"
     assert options["global_keyprefix"] == "p:"
+
+
+def test_first_segment_range_matches_the_engine() -> None:
+    from config.settings import MAX_BUDGET, MIN_BUDGET
+    from engine.segment import DEFAULT_MAX_PHONEMES, MIN_BUDGET_PHONEMES
+
+    assert (MIN_BUDGET, MAX_BUDGET) == (MIN_BUDGET_PHONEMES, DEFAULT_MAX_PHONEMES)
+    assert Settings.from_env({"SPOOL_FIRST_SEGMENT_PHONEMES": "28"}).first_segment_phonemes == 28
