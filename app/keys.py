@@ -163,7 +163,7 @@ class Keys:
         return self._k("worker", name)
 
     def workers(self) -> str:
-        """Sorted set of worker names scored by their last heartbeat."""
+        """Sorted set of worker names scored by the time their heartbeat expires."""
         return self._k("workers")
 
     # Books (issue 6) ---------------------------------------------------------------------------
