@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import sys
 import time
-from pathlib import Path
 
-from common import describe_machine, load_text, machine, save_json, table
+from common import ASSETS, describe_machine, load_text, machine, save_json, table
 
 #: Layouts measured by default: processes x threads, spinning on or off.
 DEFAULT_LAYOUTS = "1x2,2x1,2x2,2x2-nospin"
@@ -89,8 +87,7 @@ def main() -> None:
     p.add_argument("--text", default="paragraph", help="text name or path (default paragraph)")
     p.add_argument("--chars", type=int, default=700, help="use the first N characters (default 700)")
     p.add_argument("--layouts", default=DEFAULT_LAYOUTS, help=f"comma list (default {DEFAULT_LAYOUTS})")
-    default_assets = os.environ.get("SPOOL_ASSETS_DIR", str(Path("~/.cache/spool").expanduser()))
-    p.add_argument("--assets", default=default_assets)
+    p.add_argument("--assets", default=str(ASSETS), help="assets dir (default $SPOOL_ASSETS_DIR or ~/.cache/spool)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     args = p.parse_args()
     print(describe_machine(machine()), file=sys.stderr, flush=True)
