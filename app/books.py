@@ -90,6 +90,7 @@ def plan_book(chapters: list[Chapter], lang: str) -> dict[str, Any]:
                     "text": piece.text,
                     "spoken": piece.spoken,
                     "boundary": piece.boundary,
+                    "trim_lead": piece.trim_lead,
                     "last": piece.index == len(pieces) - 1,
                 }
             )
@@ -110,6 +111,7 @@ def segment_digest(seg: dict[str, Any], voice: str, speed: float, lang: str, mod
         seg["spoken"],
         seg["boundary"],
         "last" if seg["last"] else "",
+        *(["trim-lead"] if seg.get("trim_lead") else []),  # keeps older checkpoints' names valid
     ]
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
@@ -144,7 +146,15 @@ def decode_checkpoint(data: bytes, segment: Segment) -> AudioChunk:
 
 def plan_segment(seg: dict[str, Any]) -> Segment:
     """The Segment a plan entry describes (span relative to its chapter's text)."""
-    return Segment(seg["n"], seg["start"], seg["end"], seg["text"], seg["spoken"], seg["boundary"])
+    return Segment(
+        seg["n"],
+        seg["start"],
+        seg["end"],
+        seg["text"],
+        seg["spoken"],
+        seg["boundary"],
+        bool(seg.get("trim_lead", False)),  # plans stored before this field render as they did
+    )
 
 
 def _text(value: Any) -> str:

@@ -93,6 +93,37 @@ class Services:
                     self._celery = app
         return self._celery
 
+    def warm_up(self) -> dict[str, bool]:
+        """Connect to Redis, the broker and storage now, not on a user's first request.
+
+        Called in each web worker process after it loads the app (``config/gunicorn.py``):
+        building the Celery producer, its first broker connection and the voice tables cost the
+        first job submitted to each process over 100 ms otherwise. Returns what is ready;
+        a part that is down is logged, never raised, so the web still starts and answers it.
+        """
+        ready: dict[str, bool] = {}
+        checks = {
+            "redis": lambda: self.redis.ping(),
+            "broker": self._connect_broker,
+            "storage": lambda: self.storage,
+            "streams": lambda: self.streams,
+            "voices": lambda: self.catalog.store,
+        }
+        for name, check in checks.items():
+            try:
+                check()
+                ready[name] = True
+            except Exception as exc:  # a failed warm-up only means the first request does it
+                log.warning("warm-up: %s not ready (%s); the first request will retry it", name, exc)
+                ready[name] = False
+        return ready
+
+    def _connect_broker(self) -> None:
+        """Open one pooled broker connection (what ``send_task`` uses) and give it back."""
+        with self.celery.pool.acquire(block=True, timeout=5) as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+        self.celery.backend  # noqa: B018  (send_task builds the result backend on first use)
+
     def send_task(
         self,
         name: str,

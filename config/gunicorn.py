@@ -27,3 +27,12 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms req=%({x-request-id}o)s'
 loglevel = os.environ.get("SPOOL_LOG_LEVEL", defaults.LOG_LEVEL).lower()
 # Behind a reverse proxy (compose, k8s), trust its X-Forwarded-* headers for external URLs.
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker: object) -> None:
+    """Connect each web process to Redis, the broker and storage before it takes requests."""
+    from app import EXTENSION
+
+    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get(EXTENSION)
+    if services is not None:
+        services.warm_up()

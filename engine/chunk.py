@@ -15,7 +15,7 @@ import numpy as np
 from engine.segment import Segment
 
 #: Pause after a segment, in seconds at speed 1.0, by the boundary that ends it.
-PAUSES: dict[str, float] = {"clause": 0.12, "sentence": 0.3, "paragraph": 0.6, "end": 0.0}
+PAUSES: dict[str, float] = {"word": 0.0, "clause": 0.12, "sentence": 0.3, "paragraph": 0.6, "end": 0.0}
 
 #: Length of the fade at each end of a chunk's speech, in seconds.
 FADE_SECONDS = 0.008
@@ -25,6 +25,9 @@ PEAK_LIMIT = 0.98
 
 #: Level below which trailing model output counts as silence when trimming the tail.
 SILENCE_LEVEL = 0.002
+
+#: Silence kept before the first audible sample when a chunk's lead is trimmed (a soft onset).
+LEAD_KEEP_SECONDS = 0.03
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,19 @@ def clean_speech(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         audio[:fade] *= ramp
         audio[-fade:] *= ramp[::-1]
     return audio
+
+
+def lead_samples(audio: np.ndarray, sample_rate: int) -> int:
+    """Samples of near-silence before a chunk's speech that can go, keeping ``LEAD_KEEP_SECONDS``.
+
+    Kokoro opens every call with the pause it predicts for the leading pad token (0.3 to 0.5 s);
+    where nothing precedes the chunk, or it carries on a phrase cut at a word, that is dead air.
+    """
+    audio = np.asarray(audio).reshape(-1)
+    loud = np.flatnonzero(np.abs(audio) > SILENCE_LEVEL)
+    if loud.size == 0:
+        return 0
+    return max(0, int(loud[0]) - int(LEAD_KEEP_SECONDS * sample_rate))
 
 
 def pause_seconds(boundary: str, speed: float) -> float:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine import assets
-from engine.chunk import AudioChunk, WordTiming, clean_speech, pause_seconds, with_pause
+from engine.chunk import AudioChunk, WordTiming, clean_speech, lead_samples, pause_seconds, with_pause
 from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
 from engine.g2p import G2PRegistry, Phonemes, is_speakable, normalize_lang
 from engine.kokoro import MAX_TOKENS, SAMPLES_PER_FRAME, KokoroModel, load_vocab
@@ -250,13 +250,23 @@ class Engine:
             pieces = self._render(segment.spoken, rv)
             parts = []
             offset = 0.0
-            for audio, timings in pieces:
-                cleaned = clean_speech(audio, rate)
+            for k, (audio, timings) in enumerate(pieces):
+                # The model's opening pause is dead air where the chunk opens a text or carries on a
+                # phrase; elsewhere it is part of the pause between clauses and sentences.
+                cut = lead_samples(audio, rate) if k == 0 and segment.trim_lead else 0
+                cleaned = clean_speech(audio[cut:], rate)
                 limit = len(cleaned) / rate
                 for w in timings:
-                    start, end = min(w.start, limit), min(w.end, limit)
+                    start = min(max(0.0, w.start - cut / rate), limit)
+                    end = min(max(0.0, w.end - cut / rate), limit)
+                    # Rounded to 0.1 ms, never past the end of the speech they lie in.
+                    stop = offset + limit
                     words.append(
-                        WordTiming(w.word, round(offset + start, 4), round(offset + max(start, end), 4))
+                        WordTiming(
+                            w.word,
+                            min(round(offset + start, 4), stop),
+                            min(round(offset + max(start, end), 4), stop),
+                        )
                     )
                 parts.append(cleaned)
                 offset += limit
@@ -283,10 +293,16 @@ class Engine:
         speed: float = 1.0,
         lang: str | None = None,
         start_index: int = 0,
+        *,
+        segments: Sequence[Segment] | None = None,
     ) -> Iterator[AudioChunk]:
-        """Yield one chunk per segment, in order, from segment ``start_index`` (to resume a job)."""
+        """Yield one chunk per segment, in order, from segment ``start_index`` (to resume a job).
+
+        ``segments``: the text's segments if the caller already has them (from :meth:`segments`
+        with the voice's language), so the text is not split twice.
+        """
         rv = self.check(voice, speed, lang)
-        segments = self.segments(text, rv.lang)
+        segments = list(segments) if segments is not None else self.segments(text, rv.lang)
         last = len(segments) - 1
         for segment in segments[start_index:]:
             yield self.synthesize_segment(segment, rv, is_last=segment.index == last)

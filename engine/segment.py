@@ -54,13 +54,18 @@ DEFAULT_BUDGET_GROWTH = 2.0
 #: The smallest budget accepted: below it single long words could not fit.
 MIN_BUDGET_PHONEMES = 24
 
-#: The pause classes a segment can end with, shortest first.
-BOUNDARIES = ("clause", "sentence", "paragraph", "end")
+#: The pause classes a segment can end with, shortest first. "word": cut inside a phrase, at a plain
+#: word gap (only where a clause did not fit its budget), so the next segment carries straight on.
+BOUNDARIES = ("word", "clause", "sentence", "paragraph", "end")
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One span of the input text, its speakable form, and the kind of pause after it."""
+    """One span of the input text, its speakable form, and the kind of pause after it.
+
+    ``trim_lead`` is True when nothing should be heard before this segment's speech: it opens the
+    text, or it continues a phrase the previous segment cut at a word.
+    """
 
     index: int
     start: int
@@ -68,6 +73,7 @@ class Segment:
     text: str
     spoken: str
     boundary: str
+    trim_lead: bool = False
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:
@@ -734,20 +740,32 @@ def split_text(
     if not sentences:
         start = len(text) - len(text.lstrip())
         end = len(text.rstrip())
-        return [Segment(0, start, end, text[start:end], "", "end")]
+        return [Segment(0, start, end, text[start:end], "", "end", True)]
 
     segments: list[Segment] = []
     for number, (start, end, boundary) in enumerate(sentences):
         spans = splitter.split(start, end, budgets, len(segments))
         for k, (a, b) in enumerate(spans):
-            kind = boundary if k == len(spans) - 1 else "clause"
+            kind = boundary if k == len(spans) - 1 else _cut_kind(text, a, b)
             if number == len(sentences) - 1 and k == len(spans) - 1:
                 kind = "end"
             spoken = _spoken(text[a:b], lang)
+            lead = not segments or segments[-1].boundary == "word"
             segments.append(
-                Segment(len(segments), a, b, text[a:b], spoken if has_speech(spoken) else "", kind)
+                Segment(len(segments), a, b, text[a:b], spoken if has_speech(spoken) else "", kind, lead)
             )
     return segments
+
+
+def _cut_kind(text: str, start: int, end: int) -> str:
+    """Boundary of a cut inside a sentence: "clause" at punctuation or a dash, else "word"."""
+    last = text[start:end].rstrip().rstrip(_CLOSERS)[-1:]
+    head = text[end:].lstrip()[:1]
+    if last and (last in _COMMAS or last in _STRONG_PUNCT or last in _TERMINATORS or last in ")）"):
+        return "clause"
+    if head and head in "—–(（":
+        return "clause"
+    return "word"
 
 
 def split_segment(segment: Segment, max_chars: int, *, lang: str = "en-us") -> list[Segment]:
@@ -757,8 +775,10 @@ def split_segment(segment: Segment, max_chars: int, *, lang: str = "en-us") -> l
     Cuts prefer clause boundaries, then words; a word longer than ``max_chars``
     is cut inside. Spans stay exact (relative to the original text). Piece ``k``
     gets index ``segment.index + k``: callers renumber the whole list with
-    ``renumber``. All pieces but the last end in a "clause" boundary; the last
-    keeps the segment's own. Pass the same ``lang`` the segment was made with.
+    ``renumber``. All pieces but the last end in a "clause" boundary (at punctuation)
+    or a "word" one; the last keeps the segment's own. The first piece keeps the
+    segment's ``trim_lead``; a later one trims its lead after a "word" cut. Pass the
+    same ``lang`` the segment was made with.
     """
     if not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1:
         raise EngineError(f"max_chars must be a positive whole number; got {max_chars!r}.")
@@ -767,7 +787,7 @@ def split_segment(segment: Segment, max_chars: int, *, lang: str = "en-us") -> l
     splitter = _Splitter(segment.text, lang, len, 0)
     budgets = _Budgets(max_chars, max_chars, 1.0)
     spans = splitter.split(0, len(segment.text), budgets, 0)
-    pieces = []
+    pieces: list[Segment] = []
     for k, (a, b) in enumerate(spans):
         spoken = _spoken(segment.text[a:b], lang)
         pieces.append(
@@ -777,7 +797,8 @@ def split_segment(segment: Segment, max_chars: int, *, lang: str = "en-us") -> l
                 segment.start + b,
                 segment.text[a:b],
                 spoken if has_speech(spoken) else "",
-                segment.boundary if k == len(spans) - 1 else "clause",
+                segment.boundary if k == len(spans) - 1 else _cut_kind(segment.text, a, b),
+                segment.trim_lead if k == 0 else pieces[-1].boundary == "word",
             )
         )
     return pieces

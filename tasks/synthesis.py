@@ -197,7 +197,9 @@ def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception 
 def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> str | None:
     """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
     jobs = svc.jobs
-    total = len(engine.segments(job.text, job.language))
+    # Split once, in the voice's language (as the stream would), so the total is the real count.
+    segments = engine.segments(job.text, engine.check(job.voice, job.speed, job.language).lang)
+    total = len(segments)
     jobs.progress(job.id, 0, total, 0.0)
     _stream_call(svc, "reset", job.id)
     if jobs.is_cancel_requested(job.id):
@@ -206,7 +208,9 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     sample_rate = getattr(engine, "sample_rate", 24_000)
     done = 0
     audio_seconds = 0.0
-    for chunk in engine.stream(job.text, voice=job.voice, speed=job.speed, lang=job.language):
+    for chunk in engine.stream(
+        job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments
+    ):
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate
         _stream_call(svc, "publish", job.id, chunk)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine import Engine, InvalidSpeedError, InvalidTextError, UnknownVoiceError, UnsupportedLanguageError
 from engine.audio import FORMATS, decode_audio, encode_audio
-from engine.chunk import FADE_SECONDS
+from engine.chunk import FADE_SECONDS, LEAD_KEEP_SECONDS, SILENCE_LEVEL
 from engine.exceptions import InvalidVoiceSpecError
 from engine.segment import DEFAULT_FIRST_MAX_PHONEMES
 
@@ -80,6 +80,43 @@ def test_first_segment_is_short_for_fast_first_audio(engine: Engine) -> None:
         engine.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
     assert len(shorter[0].spoken) < len(default_first.spoken)
     assert "".join(text[s.start : s.end] for s in shorter).replace(" ", "") == text.replace(" ", "")
+
+
+def _silence_before_speech(chunk) -> float:
+    """Seconds of near-silence at the start of a chunk."""
+    loud = np.flatnonzero(np.abs(chunk.samples) > SILENCE_LEVEL)
+    return int(loud[0]) / chunk.sample_rate
+
+
+def test_no_dead_air_where_nothing_precedes_the_speech(engine: Engine) -> None:
+    text = "Alice was not a bit hurt, and she jumped up on to her feet in a moment. She looked up."
+    engine.first_max_phonemes = 24
+    try:
+        chunks = list(engine.stream(text, voice="af_heart"))
+    finally:
+        engine.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
+    first, second = chunks[0], chunks[1]
+    assert first.segment.boundary == "word" and second.segment.trim_lead
+    # The opening chunk starts with its speech (the model alone opens with 0.3 to 0.5 s of silence),
+    # and its first word is timed from there.
+    assert _silence_before_speech(first) <= LEAD_KEEP_SECONDS + 0.005
+    assert first.words[0].start < 0.1
+    # A cut inside a phrase adds no pause, and the chunk that carries on starts with its speech.
+    assert len(first.samples) - first.speech_end * first.sample_rate < 2
+    assert _silence_before_speech(second) <= LEAD_KEEP_SECONDS + 0.005
+    # After a sentence, the model's own opening pause is kept: it is part of the pause between them.
+    after_sentence = next(c for c in chunks if c.index > 0 and not c.segment.trim_lead)
+    assert chunks[after_sentence.index - 1].segment.boundary in ("clause", "sentence")
+    assert _silence_before_speech(after_sentence) > 0.15
+    # Nothing else changes: the untrimmed model output, cut at the same sample, is the same speech.
+    rv = engine.check("af_heart", 1.0, None)
+    ids, _ = engine.model.tokenize(engine.g2p(first.segment.spoken, rv.lang).text)
+    raw, _ = engine.model.infer(ids, rv.kokoro.style_for(len(ids)), 1.0)
+    lead = len(raw) - len(np.trim_zeros(np.where(np.abs(raw) > SILENCE_LEVEL, raw, 0), "f"))
+    offset = lead - int(_silence_before_speech(first) * first.sample_rate)
+    n = int(first.speech_end * first.sample_rate) - 400  # leave out the fade at the end
+    start = int(0.02 * first.sample_rate)  # and the fade at the start
+    assert np.allclose(first.samples[start:n], raw[offset + start : offset + n], atol=1e-6)
 
 
 def test_every_word_is_timed_and_in_order(engine: Engine, rendered: tuple) -> None:
@@ -207,3 +244,7 @@ def test_stream_resumes_from_a_segment(engine: Engine) -> None:
     rest = list(engine.stream(text, start_index=1))
     assert [c.index for c in rest] == [c.index for c in full[1:]]
     assert np.array_equal(rest[-1].samples, full[-1].samples)
+    # Segments the caller already split (as the worker does to count them) render the same.
+    given = list(engine.stream(text, segments=engine.segments(text)))
+    assert [c.segment for c in given] == [c.segment for c in full]
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(given, full, strict=True))

@@ -46,6 +46,8 @@ def check_coverage(text: str, segments: list[Segment]) -> None:
         assert seg.text, f"segment {i} is empty"
         assert not seg.text[0].isspace() and not seg.text[-1].isspace()
         assert seg.boundary in BOUNDARIES
+        # Dead air is trimmed only where nothing is meant to be heard before the speech.
+        assert seg.trim_lead == (i == 0 or segments[i - 1].boundary == "word")
         pos = seg.end
     assert text[pos:].strip() == "", f"text dropped at the end: {text[pos:]!r}"
     assert segments[-1].boundary == "end"
@@ -283,11 +285,33 @@ LONG_SENTENCE = (
 def test_long_sentence_splits_at_clauses() -> None:
     segments = check_all(LONG_SENTENCE)
     assert len(segments) > 2
-    assert all(seg.boundary == "clause" for seg in segments[:-1])
     # The first clause is longer than the first budget and must be cut at a word; the rest end at clauses.
+    assert segments[0].boundary == "word" and segments[0].text[-1].isalpha(), segments[0].text
+    assert segments[1].trim_lead and not any(seg.trim_lead for seg in segments[2:])
     for seg in segments[1:-1]:
+        assert seg.boundary == "clause"
         assert seg.text[-1] in ",;", seg.text
     assert segments[-1].boundary == "end"
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        # Cut inside a phrase: the second piece carries straight on.
+        ("Alice was not a bit hurt, and she jumped up on to her feet in a moment.", "word"),
+        # Cuts at punctuation, a closing bracket, or before a dash are clause pauses.
+        ("Alice, (not hurt) — jumped up, on to her feet, in a moment, and ran (fast).", "clause"),
+    ],
+)
+def test_cuts_inside_a_sentence_are_word_or_clause(text: str, first: str) -> None:
+    segments = split_text(text, first_max_phonemes=24, max_phonemes=40, growth=1.0)
+    assert len(segments) > 2
+    for seg, nxt in zip(segments, segments[1:], strict=False):
+        last = seg.text.rstrip("\"')]”’")[-1]
+        expected = "clause" if last in ",;:—–)" or nxt.text[0] in "—–(" else "word"
+        assert seg.boundary == expected, (seg.text, nxt.text)
+        assert nxt.trim_lead == (seg.boundary == "word")
+    assert segments[0].boundary == first and segments[0].trim_lead
 
 
 def test_first_segment_is_a_short_clause() -> None:
@@ -402,7 +426,11 @@ def test_split_segment_fits_and_keeps_spans() -> None:
         assert len(piece.spoken) <= 120
         assert piece.spoken == " ".join(normalize(piece.text).split())
     assert pieces[0].start == seg.start and pieces[-1].end == seg.end
-    assert [p.boundary for p in pieces] == ["clause"] * (len(pieces) - 1) + [seg.boundary]
+    assert pieces[-1].boundary == seg.boundary
+    for piece, nxt in zip(pieces, pieces[1:], strict=False):
+        assert piece.boundary == ("clause" if piece.text[-1] in ",;:" else "word"), piece.text
+        assert nxt.trim_lead == (piece.boundary == "word")
+    assert pieces[0].trim_lead == seg.trim_lead
     assert [p.index for p in pieces] == list(range(seg.index, seg.index + len(pieces)))
     covered = "".join(p.text for p in pieces)
     assert "".join(covered.split()) == "".join(seg.text.split())
