@@ -86,7 +86,7 @@ def clean_speech(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 def lead_samples(audio: np.ndarray, sample_rate: int) -> int:
     """Samples of near-silence before a chunk's speech that can go, keeping ``LEAD_KEEP_SECONDS``.
 
-    Kokoro opens every call with the pause it predicts for the leading pad token (0.3 to 0.5 s);
+    Kokoro opens every call with the pause it predicts for the leading pad token (about 0.3 s);
     where nothing precedes the chunk, or it carries on a phrase cut at a word, that is dead air.
     """
     audio = np.asarray(audio).reshape(-1)
