@@ -103,7 +103,7 @@ class Services:
         """
         ready: dict[str, bool] = {}
         checks = {
-            "redis": lambda: self.redis.ping(),
+            "redis": self.redis.ping,
             "broker": self._connect_broker,
             "storage": lambda: self.storage,
             "streams": lambda: self.streams,

@@ -80,12 +80,10 @@ def _worker(feeds: dict, assets: str, start: object, results: object, rounds: in
 
 def _lead_seconds(audio, rate: int = 24000) -> float:  # noqa: ANN001
     """Seconds of near-silence the model's output opens with (the engine's speech level)."""
-    import numpy as np
+    from engine.chunk import speech_onset
 
-    from engine.chunk import SILENCE_LEVEL
-
-    loud = np.flatnonzero(np.abs(audio) > SILENCE_LEVEL)
-    return float(loud[0]) / rate if loud.size else len(audio) / rate
+    onset = speech_onset(audio)
+    return (onset if onset is not None else len(audio)) / rate
 
 
 def stats(values: list[float]) -> dict:

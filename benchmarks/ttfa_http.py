@@ -46,17 +46,15 @@ HEADER_BYTES = {"pcm": 0, "wav": 44}
 #: Bytes of 16-bit PCM kept from the start of each stream (5 s at 24 kHz) to find the first speech.
 HEAD_KEEP_BYTES = 5 * 24000 * 2
 
-#: Sample level (of full scale) above which the stream counts as speech, as the engine's trimming.
-SPEECH_LEVEL = 0.002
-
-
 def silence_before_speech(pcm: bytes, rate: int = 24000) -> float | None:
-    """Seconds of near-silence at the start of 16-bit mono PCM (None if no speech in it)."""
+    """Seconds of near-silence at the start of 16-bit mono PCM, by the engine's own level (None: no speech)."""
     import numpy as np
 
-    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > SPEECH_LEVEL * 32767)
-    return float(loud[0]) / rate if loud.size else None
+    from engine.chunk import speech_onset
+
+    samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32) / 32767.0
+    onset = speech_onset(samples)
+    return onset / rate if onset is not None else None
 
 
 def header_bytes(fmt_name: str) -> int:

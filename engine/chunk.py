@@ -83,17 +83,22 @@ def clean_speech(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return audio
 
 
+def speech_onset(audio: np.ndarray) -> int | None:
+    """Index of the first sample louder than ``SILENCE_LEVEL`` (None when all of it is silence)."""
+    loud = np.flatnonzero(np.abs(np.asarray(audio).reshape(-1)) > SILENCE_LEVEL)
+    return int(loud[0]) if loud.size else None
+
+
 def lead_samples(audio: np.ndarray, sample_rate: int) -> int:
     """Samples of near-silence before a chunk's speech that can go, keeping ``LEAD_KEEP_SECONDS``.
 
     Kokoro opens every call with the pause it predicts for the leading pad token (about 0.3 s);
     where nothing precedes the chunk, or it carries on a phrase cut at a word, that is dead air.
     """
-    audio = np.asarray(audio).reshape(-1)
-    loud = np.flatnonzero(np.abs(audio) > SILENCE_LEVEL)
-    if loud.size == 0:
+    onset = speech_onset(audio)
+    if onset is None:
         return 0
-    return max(0, int(loud[0]) - int(LEAD_KEEP_SECONDS * sample_rate))
+    return max(0, onset - int(LEAD_KEEP_SECONDS * sample_rate))
 
 
 def pause_seconds(boundary: str, speed: float) -> float:

@@ -256,17 +256,13 @@ class Engine:
                 cut = lead_samples(audio, rate) if k == 0 and segment.trim_lead else 0
                 cleaned = clean_speech(audio[cut:], rate)
                 limit = len(cleaned) / rate
+                stop = offset + limit
                 for w in timings:
                     start = min(max(0.0, w.start - cut / rate), limit)
-                    end = min(max(0.0, w.end - cut / rate), limit)
+                    end = max(start, min(max(0.0, w.end - cut / rate), limit))
                     # Rounded to 0.1 ms, never past the end of the speech they lie in.
-                    stop = offset + limit
                     words.append(
-                        WordTiming(
-                            w.word,
-                            min(round(offset + start, 4), stop),
-                            min(round(offset + max(start, end), 4), stop),
-                        )
+                        WordTiming(w.word, min(round(offset + start, 4), stop), min(round(offset + end, 4), stop))
                     )
                 parts.append(cleaned)
                 offset += limit

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine import Engine, InvalidSpeedError, InvalidTextError, UnknownVoiceError, UnsupportedLanguageError
 from engine.audio import FORMATS, decode_audio, encode_audio
-from engine.chunk import FADE_SECONDS, LEAD_KEEP_SECONDS, SILENCE_LEVEL
+from engine.chunk import FADE_SECONDS, LEAD_KEEP_SECONDS, speech_onset
 from engine.exceptions import InvalidVoiceSpecError
 from engine.segment import DEFAULT_FIRST_MAX_PHONEMES
 
@@ -84,8 +84,7 @@ def test_first_segment_is_short_for_fast_first_audio(engine: Engine) -> None:
 
 def _silence_before_speech(chunk) -> float:
     """Seconds of near-silence at the start of a chunk."""
-    loud = np.flatnonzero(np.abs(chunk.samples) > SILENCE_LEVEL)
-    return int(loud[0]) / chunk.sample_rate
+    return speech_onset(chunk.samples) / chunk.sample_rate
 
 
 def test_no_dead_air_where_nothing_precedes_the_speech(engine: Engine) -> None:
@@ -112,8 +111,7 @@ def test_no_dead_air_where_nothing_precedes_the_speech(engine: Engine) -> None:
     rv = engine.check("af_heart", 1.0, None)
     ids, _ = engine.model.tokenize(engine.g2p(first.segment.spoken, rv.lang).text)
     raw, _ = engine.model.infer(ids, rv.kokoro.style_for(len(ids)), 1.0)
-    lead = len(raw) - len(np.trim_zeros(np.where(np.abs(raw) > SILENCE_LEVEL, raw, 0), "f"))
-    offset = lead - int(_silence_before_speech(first) * first.sample_rate)
+    offset = speech_onset(raw) - speech_onset(first.samples)
     n = int(first.speech_end * first.sample_rate) - 400  # leave out the fade at the end
     start = int(0.02 * first.sample_rate)  # and the fade at the start
     assert np.allclose(first.samples[start:n], raw[offset + start : offset + n], atol=1e-6)
