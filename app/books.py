@@ -72,8 +72,13 @@ class BookSpec:
     include_matter: bool = False
 
 
-def plan_book(chapters: list[Chapter], lang: str) -> dict[str, Any]:
-    """Split every chapter into segments; return the plan (chapters, flat segment list, batches)."""
+def plan_book(
+    chapters: list[Chapter],
+    lang: str,
+    skipped: list[Chapter] | None = None,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """Split every chapter into segments; return the plan (chapters, segments, batches, what is skipped)."""
     planned_chapters = []
     segments = []
     for number, chapter in enumerate(chapters):
@@ -95,10 +100,24 @@ def plan_book(chapters: list[Chapter], lang: str) -> dict[str, Any]:
                 }
             )
         planned_chapters.append(
-            {"title": chapter.title, "kind": chapter.kind, "first": first, "count": len(pieces)}
+            {
+                "title": chapter.title,
+                "kind": chapter.kind,
+                "parents": list(chapter.parents),
+                "words": chapter.words,
+                "first": first,
+                "count": len(pieces),
+            }
         )
     batches = [[i, min(i + BATCH_SIZE, len(segments))] for i in range(0, len(segments), BATCH_SIZE)]
-    return {"chapters": planned_chapters, "segments": segments, "batches": batches}
+    return {
+        "chapters": planned_chapters,
+        "segments": segments,
+        "batches": batches,
+        # Every section the render leaves out, with why, so a user sees what is missing (issue 12).
+        "skipped": [c.report() for c in skipped or []],
+        "warnings": list(warnings or []),
+    }
 
 
 def segment_digest(seg: dict[str, Any], voice: str, speed: float, lang: str, model_id: str) -> str:
@@ -176,7 +195,9 @@ class BookStore:
     def create(self, book: Book, spec: BookSpec, owner: str, *, source_name: str) -> str:
         """Plan the book, store plan and cover, record it, and queue every batch; return its id."""
         chapters = book.select(include_matter=spec.include_matter, chapters=list(spec.chapters) or None)
-        plan = plan_book(chapters, spec.language)
+        plan = plan_book(
+            chapters, spec.language, book.skipped(include_matter=spec.include_matter), book.warnings
+        )
         book_id = new_id()
         storage = self.svc.storage
         storage.put(self.keys.book_file(book_id, "plan.json"), json.dumps(plan).encode(), "application/json")
@@ -274,6 +295,7 @@ class BookStore:
                 {
                     "number": number,
                     "title": chapter["title"],
+                    "parents": chapter.get("parents", []),
                     "state": state,
                     "segments_done": finished,
                     "segments_total": chapter["count"],
@@ -304,6 +326,8 @@ class BookStore:
                 "eta_seconds": eta,
             },
             "chapters": chapters,
+            "skipped": plan.get("skipped", []),
+            "warnings": plan.get("warnings", []),
             "duration": manifest["duration"] if manifest else None,
             "manifest": manifest,
             "files": manifest["files"] + ["book.zip"] if manifest else [],
@@ -364,7 +388,12 @@ class BookStore:
             log.debug("book %s: %d of %s segments done", book_id, done, rec["segments_total"])
             return False
         locked = bool(self.redis.set(self.keys.book_lock(book_id), "1", nx=True, ex=ASSEMBLY_LOCK_SECONDS))
-        log.info("book %s: all %d segments done; assembly %s", book_id, done, "starts" if locked else "already taken")
+        log.info(
+            "book %s: all %d segments done; assembly %s",
+            book_id,
+            done,
+            "starts" if locked else "already taken",
+        )
         return locked
 
     def succeed(self, book_id: str, manifest: dict[str, Any]) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -30,12 +32,60 @@ def _checkpoint(cache: Path, text: str, voice: str, speed: float, model_id: str)
     return cache / f"{key}.npz"
 
 
+def print_plan(preview: dict, out: TextIO) -> None:
+    """The chapter plan as a table: every section, read or skipped (and why)."""
+    print(f"{preview['title']}" + (f" by {preview['author']}" if preview["author"] else ""), file=out)
+    print(
+        f"{preview['format']}, chapters from {preview['outline'] or 'the whole text'}, "
+        f"{preview['words']:,} words",
+        file=out,
+    )
+    print(f"\n{'#':>4}  {'title':<52} {'words':>7} {'min':>6}  {'kind':<5}  read", file=out)
+    for section in preview["sections"]:
+        number = section["number"] if section["number"] is not None else "-"
+        title = " > ".join([*section["parents"], section["title"]])
+        if len(title) > 52:
+            title = title[:51] + "…"
+        read = (
+            "yes"
+            if section["selected"]
+            else ("skipped: " + section["reason"] if section["skipped"] else "no")
+        )
+        print(
+            f"{number:>4}  {title:<52} {section['words']:>7,} {section['minutes']:>6.1f}  "
+            f"{section['kind']:<5}  {read}",
+            file=out,
+        )
+    chosen = preview["selected"]
+    print(
+        f"\n{chosen['chapters']} chapters, {chosen['words']:,} words, about {chosen['minutes']:.0f} min of audio; "
+        f"{len(preview['skipped'])} sections skipped (--include-matter reads them)",
+        file=out,
+    )
+    for warning in preview["warnings"]:
+        print(f"warning: {warning}", file=out)
+
+
 def cmd_book(args: argparse.Namespace) -> int:
     """Render the selected chapters and write book.m4b, chapter MP3s, subtitles and manifest.json."""
+    book = load_book(args.file)
+    numbers = parse_chapter_list(args.chapters)
+    if args.plan:
+        # No model is loaded: the plan is pure text work, seconds even for a long book.
+        preview = book.preview(include_matter=args.include_matter, chapters=numbers, speed=args.speed)
+        if args.json:
+            print(json.dumps(preview, indent=2, ensure_ascii=False))
+        else:
+            print_plan(preview, sys.stdout)
+        return 0
+    if not args.output:
+        print("spool book: -o/--output DIR is needed to render (or --plan to preview)", file=sys.stderr)
+        return 2
     from engine import Engine
 
-    book = load_book(args.file)
-    chapters = book.select(include_matter=args.include_matter, chapters=parse_chapter_list(args.chapters))
+    chapters = book.select(include_matter=args.include_matter, chapters=numbers)
+    for section in book.skipped(include_matter=args.include_matter):
+        print(f"skipped: {section.title!r} ({section.words:,} words): {section.reason}", file=sys.stderr)
     title = args.title or book.title
     author = args.author if args.author is not None else book.author
     settings = Settings.from_env()
@@ -75,10 +125,17 @@ def cmd_book(args: argparse.Namespace) -> int:
             cues = cues_from_chunks(chunks)
             cue_data = np.array([(c.start, c.end, c.text) for c in cues], dtype=object).astype(str)
             np.savez(point, samples=samples, cues=cue_data)
-        rendered.append(ChapterAudio(chapter.title, samples, rv.sample_rate, cues))
+        rendered.append(ChapterAudio(chapter.title, samples, rv.sample_rate, cues, chapter.parents))
     print(file=sys.stderr)
     manifest = assemble(
-        rendered, out, title=title, author=author, cover=book.cover, cover_type=book.cover_type, gap=args.gap
+        rendered,
+        out,
+        title=title,
+        author=author,
+        cover=book.cover,
+        cover_type=book.cover_type,
+        gap=args.gap,
+        skipped=[c.report() for c in book.skipped(include_matter=args.include_matter)],
     )
     elapsed = time.perf_counter() - started
     print(
@@ -93,7 +150,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     """Add ``book`` to the ``spool`` command."""
     book = subparsers.add_parser("book", help="render an EPUB, .txt or .md book into a chaptered audiobook")
     book.add_argument("file", help="the book: .epub, .txt or .md")
-    book.add_argument("-o", "--output", required=True, help="directory for book.m4b, chapters, subtitles")
+    book.add_argument("-o", "--output", help="directory for book.m4b, chapters, subtitles (needed to render)")
+    book.add_argument(
+        "--plan", action="store_true", help="print the chapters (read or skipped, and why) without rendering"
+    )
+    book.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     book.add_argument("--voice", default="af_heart")
     book.add_argument("--speed", type=float, default=1.0)
     book.add_argument("--lang", help="language (default: the voice's)")

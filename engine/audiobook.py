@@ -42,6 +42,7 @@ class ChapterAudio:
     samples: np.ndarray
     sample_rate: int
     cues: list[Cue] = field(default_factory=list)
+    parents: tuple[str, ...] = ()  # the parts (books, volumes) the chapter sits in, outermost first
 
     @property
     def duration(self) -> float:
@@ -121,10 +122,12 @@ def assemble(
     cover: bytes | None = None,
     cover_type: str | None = None,
     gap: float = DEFAULT_CHAPTER_GAP,
+    skipped: Sequence[dict] = (),
 ) -> dict:
     """Write chapter MP3s, ``book.m4b`` with chapter marks, ``book.srt``/``book.vtt`` and ``manifest.json``.
 
-    Returns the manifest: every chapter's title, start, duration and file, and every file written.
+    Returns the manifest: every chapter's title, parts, start, duration and file, every file
+    written, and ``skipped``: the sections of the book left out (``Chapter.report()`` dicts).
     """
     if not chapters:
         raise BookError("There are no chapters to assemble: select at least one chapter with text.")
@@ -156,6 +159,7 @@ def assemble(
             {
                 "number": n,
                 "title": chapter.title,
+                "parents": list(chapter.parents),
                 "start": round(start, 3),
                 "duration": round(chapter.duration, 3),
                 "file": chapter_file,
@@ -179,6 +183,7 @@ def assemble(
         "book_file": "book.m4b",
         "subtitles": ["book.srt", "book.vtt"],
         "chapters": entries,
+        "skipped": list(skipped),
         "files": ["book.m4b", "book.srt", "book.vtt"] + [e["file"] for e in entries],
     }
     (out / "manifest.json").write_text(

@@ -133,7 +133,15 @@ def _assemble(store: BookStore, book_id: str) -> list[str]:
             )
             chunks.append(decode_checkpoint(svc.storage.get(key), plan_segment(seg)))
         samples = np.concatenate([c.samples for c in chunks]).astype(np.float32)
-        chapters.append(ChapterAudio(chapter["title"], samples, rv.sample_rate, cues_from_chunks(chunks)))
+        chapters.append(
+            ChapterAudio(
+                chapter["title"],
+                samples,
+                rv.sample_rate,
+                cues_from_chunks(chunks),
+                tuple(chapter.get("parents", ())),
+            )
+        )
     cover = None
     cover_key = svc.keys.book_file(book_id, "cover")
     if rec.get("cover_type") and svc.storage.exists(cover_key):
@@ -149,6 +157,7 @@ def _assemble(store: BookStore, book_id: str) -> list[str]:
             cover=cover,
             cover_type=rec.get("cover_type") or None,
             gap=spec.gap,
+            skipped=plan.get("skipped", []),
         )
         zipped = io.BytesIO()
         with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as archive:

@@ -54,6 +54,12 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
     assert final["state"] == "succeeded", final
     assert all(c["state"] == "done" for c in final["chapters"])
     manifest = final["manifest"]
+    # What was left out is reported, with why, in the status and the manifest alike.
+    assert [s["reason"] for s in final["skipped"]] == [
+        'marked epub:type="toc"',  # ebooklib's navigation document, in the spine
+        "Project Gutenberg header or licence",
+    ]
+    assert manifest["skipped"] == final["skipped"] == book["skipped"]
 
     m4b = client.get(f"/v1/books/{book['id']}/files/book.m4b")
     assert m4b.status_code == 200
@@ -138,3 +144,23 @@ def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
     renders = store.renders(book_id)
     assert sorted(renders) == list(range(total)), "every segment rendered"
     assert set(renders.values()) == {1}, f"no segment twice: {renders}"
+
+
+def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_path: Path) -> None:
+    epub = make_epub(tmp_path / "plan.epub", CHAPTERS, title="Plan Me")
+    before = client.get("/v1/books").get_json()["data"]
+    with open(epub, "rb") as fh:
+        response = client.post(
+            "/v1/books",
+            data={"file": (fh, "plan.epub"), "plan_only": "true", "chapters": "2-3", "speed": "1.5"},
+            content_type="multipart/form-data",
+        )
+    assert response.status_code == 200, response.data
+    plan = response.get_json()
+    assert plan["object"] == "book.plan" and plan["title"] == "Plan Me"
+    body = [s for s in plan["sections"] if s["kind"] == "body"]
+    assert [s["title"] for s in body] == [name for name, _ in CHAPTERS]
+    assert [s["title"] for s in plan["sections"] if s["selected"]] == ["Waiting", "Home"]
+    assert all(s["reason"] and s["words"] for s in plan["skipped"])
+    assert plan["selected"]["chapters"] == 2
+    assert client.get("/v1/books").get_json()["data"] == before, "a preview creates no book"

@@ -74,7 +74,11 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
 
 @bp.post("")
 def create_book():  # type: ignore[no-untyped-def]
-    """Upload an EPUB, .txt or .md book (multipart field ``file``) and start rendering it."""
+    """Upload an EPUB, .txt or .md book (multipart field ``file``) and start rendering it.
+
+    With ``plan_only=true`` nothing is rendered: the answer (200) is the chapter plan, every
+    section with its words, estimated minutes and, for skipped matter, the reason.
+    """
     svc = services()
     if not (request.mimetype or "").startswith("multipart/form-data"):
         raise InvalidRequestError(
@@ -95,6 +99,11 @@ def create_book():  # type: ignore[no-untyped-def]
         raise PayloadTooLargeError(f"The book is larger than {svc.settings.max_upload_bytes:,} bytes.")
     spec = _spec_from_form(svc.catalog)
     book = load_book(upload.filename, data=data, filename=upload.filename)
+    if (request.form.get("plan_only") or "").lower() in _TRUE:
+        # A preview: what would be read and what left out, before committing hours of rendering.
+        chapters = list(spec.chapters) or None
+        preview = book.preview(include_matter=spec.include_matter, chapters=chapters, speed=spec.speed)
+        return jsonify({"object": "book.plan", "source": Path(upload.filename).name[:200]} | preview)
     store = _store()
     book_id = store.create(book, spec, current_owner(), source_name=Path(upload.filename).name[:200])
     bind_job(book_id)
