@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import logging as pylogging  # not `logging`: that name is the app.logging submodule here
+import logging as pylogging  # not `logging`: that name is the service.logging submodule here
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,11 +18,11 @@ from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import auth
-from app import logging as spool_logging
-from app.exceptions import ServiceUnavailableError
-from app.services import Services
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
+from service import logging as spool_logging
+from service.exceptions import ServiceUnavailableError
+from service.services import Services
 
 log = pylogging.getLogger("spool.app")
 

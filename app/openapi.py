@@ -16,11 +16,11 @@ from typing import Any
 
 from flask import Flask
 
-from app.keys import STATES
 from app.schemas import OPENAI_VOICES, SPEECH_FORMATS, SPEECH_MODELS
 from config import defaults
 from engine.audio import FORMATS
 from engine.voices import SPEED_RANGE
+from service.keys import STATES
 
 #: Version of the HTTP API described.
 API_VERSION = "1.0.0"

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from app.catalog import Catalog, normalize_language
-from app.exceptions import InvalidRequestError, PayloadTooLargeError
-from app.jobs import Job, JobSpec
 from config import defaults
 from engine.audio import CONTENT_TYPES, FORMATS, normalize_format
 from engine.exceptions import InvalidTextError, UnsupportedFormatError
 from engine.voices import check_speed
+from service.catalog import Catalog, normalize_language
+from service.exceptions import InvalidRequestError, PayloadTooLargeError
+from service.jobs import Job, JobSpec
 
 #: Fields ``POST /v1/jobs`` accepts.
 JOB_FIELDS: tuple[str, ...] = ("text", "voice", "speed", "format", "language", "priority", "webhook_url")

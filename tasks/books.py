@@ -11,7 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from app.books import (
+from engine.audio import CONTENT_TYPES
+from engine.audiobook import ChapterAudio, assemble
+from engine.exceptions import SpoolError
+from engine.subtitles import cues_from_chunks
+from service.books import (
     ASSEMBLE_TASK,
     RENDER_TASK,
     TERMINAL,
@@ -21,11 +25,7 @@ from app.books import (
     plan_segment,
     segment_digest,
 )
-from app.logging import log_context
-from engine.audio import CONTENT_TYPES
-from engine.audiobook import ChapterAudio, assemble
-from engine.exceptions import SpoolError
-from engine.subtitles import cues_from_chunks
+from service.logging import log_context
 from tasks import worker
 from tasks.celery_app import celery_app
 

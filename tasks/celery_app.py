@@ -2,7 +2,7 @@
 
 Its configuration is read from the ``SPOOL_*`` environment on first use (not at
 import), through :func:`config.celery.celery_config`. The web process does not
-use this module: it sends tasks by name through ``app.services.Services.celery``,
+use this module: it sends tasks by name through ``service.services.Services.celery``,
 built from the same settings.
 """
 

@@ -21,18 +21,18 @@ import numpy as np
 import redis as redis_lib
 from celery.exceptions import SoftTimeLimitExceeded
 
-from app.exceptions import JobCancelledError
-from app.logging import log_context
 from app.schemas import iso_time
-from app.services import SYNTHESIZE_TASK, Services
 from engine.audio import CONTENT_TYPES, EXTENSIONS, encode_audio
 from engine.exceptions import SpoolError
+from service.exceptions import JobCancelledError
+from service.logging import log_context
+from service.services import SYNTHESIZE_TASK, Services
 from tasks import worker
 from tasks.celery_app import celery_app
 
 if TYPE_CHECKING:
-    from app.jobs import Job
     from engine import Engine
+    from service.jobs import Job
 
 log = logging.getLogger("spool.synthesis")
 

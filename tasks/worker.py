@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
-from app.logging import configure_logging
-from app.services import Services
 from config import defaults
 from config.settings import Settings
+from service.logging import configure_logging
+from service.services import Services
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -129,7 +129,7 @@ def recover_orphans(svc: Services) -> list[str]:
     Without this a job whose worker died would wait for the broker's visibility timeout (hours) before
     its unacknowledged message is handed out again. Only the caller whose requeue wins sends the task.
     """
-    from app.services import SYNTHESIZE_TASK
+    from service.services import SYNTHESIZE_TASK
 
     live = {w["name"] for w in svc.workers.live()}
     recovered = []
@@ -154,8 +154,8 @@ def recover_orphans(svc: Services) -> list[str]:
 
 
 def recover_books(svc: Services) -> list[tuple[str, int]]:
-    """Re-queue book batches whose worker stopped beating (see ``app.books``)."""
-    from app.books import BookStore
+    """Re-queue book batches whose worker stopped beating (see ``service.books``)."""
+    from service.books import BookStore
 
     live = {w["name"] for w in svc.workers.live()} | {worker_name()}
     return BookStore(svc).recover(live, get_settings().heartbeat_interval)

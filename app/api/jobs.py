@@ -11,11 +11,11 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 from app import services
 from app.api import job_links, job_payload, json_body
 from app.auth import current_owner
-from app.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
-from app.keys import STATES
-from app.logging import bind_job
 from app.schemas import parse_job_request, parse_limit
 from engine.audio import CONTENT_TYPES, EXTENSIONS
+from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
+from service.keys import STATES
+from service.logging import bind_job
 
 log = logging.getLogger("spool.api.jobs")
 

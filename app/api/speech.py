@@ -3,7 +3,7 @@
 The request becomes a ``high`` priority job like any other; the handler waits
 for it (up to ``SPOOL_SPEECH_TIMEOUT``) and returns the audio bytes. With
 ``"stream": true`` the response is the job's progressive stream, served by
-``app.stream.stream_job_response`` (issue 5).
+``service.stream.stream_job_response`` (issue 5).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from app import services
 from app.api import job_links, json_body
 from app.api.jobs import idempotency_key
 from app.auth import current_owner
-from app.exceptions import FeatureUnavailableError, JobCancelledError, JobFailedError, JobTimeoutError
-from app.logging import bind_job
 from app.schemas import parse_speech_request
 from engine.audio import CONTENT_TYPES
 from engine.exceptions import SpoolError
+from service.exceptions import FeatureUnavailableError, JobCancelledError, JobFailedError, JobTimeoutError
+from service.logging import bind_job
 
 log = logging.getLogger("spool.api.speech")
 
@@ -51,11 +51,11 @@ class _JobError(SpoolError):
 
 
 def stream_response(job_id: str, fmt: str) -> Response:
-    """Hand the request to the progressive stream (``app.stream.stream_job_response``)."""
+    """Hand the request to the progressive stream (``service.stream.stream_job_response``)."""
     try:
-        stream = importlib.import_module("app.stream")
+        stream = importlib.import_module("service.stream")
     except ModuleNotFoundError as exc:
-        if exc.name != "app.stream":
+        if exc.name != "service.stream":
             raise
         raise FeatureUnavailableError(
             'Streaming is not available in this deployment; send "stream": false to receive the whole file.',

@@ -20,10 +20,10 @@ from flask import Blueprint, Response, request, stream_with_context
 from app import services
 from app.api import job_payload
 from app.auth import current_owner
-from app.exceptions import ServiceError
-from app.jobs import TERMINAL_STATES, Job
-from app.logging import bind_job
-from app.stream import (
+from service.exceptions import ServiceError
+from service.jobs import TERMINAL_STATES, Job
+from service.logging import bind_job
+from service.stream import (
     STREAM_FORMATS,
     ChunkStream,
     StreamEvent,

@@ -9,10 +9,10 @@ import redis as redis_lib
 from flask import Blueprint, current_app, jsonify, request
 
 from app import services
-from app.keys import Keys
 from app.openapi import build_spec
 from config import defaults
 from engine.exceptions import SpoolError
+from service.keys import Keys
 
 log = logging.getLogger("spool.api.system")
 

@@ -34,15 +34,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis as redis_lib
 
-from app.exceptions import ConflictError, InvalidRequestError, ServiceError
-from app.keys import Keys
 from engine.audio import CONTENT_TYPES, StreamEncoder, normalize_format, to_pcm16, wav_header
 from engine.exceptions import SpoolError
+from service.exceptions import ConflictError, InvalidRequestError, ServiceError
+from service.keys import Keys
 
 if TYPE_CHECKING:
     from flask import Response
 
-    from app.storage import Storage
+    from service.storage import Storage
 
 log = logging.getLogger("spool.stream")
 
@@ -720,7 +720,7 @@ def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
     fmt = parse_stream_format(fmt, "wav")
     job = svc.jobs.get(job_id)
     if job.state in ("failed", "cancelled"):
-        from app.exceptions import JobNotReadyError
+        from service.exceptions import JobNotReadyError
 
         detail = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
         raise JobNotReadyError(

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import redis as redis_lib
 
-from app.catalog import Catalog
-from app.exceptions import EnqueueError
-from app.heartbeats import WorkerRegistry
-from app.jobs import Job, JobSpec, JobStore
-from app.keys import Keys
-from app.storage import Storage, storage_from_settings
 from config import defaults
 from config.settings import Settings
+from service.catalog import Catalog
+from service.exceptions import EnqueueError
+from service.heartbeats import WorkerRegistry
+from service.jobs import Job, JobSpec, JobStore
+from service.keys import Keys
+from service.storage import Storage, storage_from_settings
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -28,11 +28,11 @@ SYNTHESIZE_TASK = "spool.synthesize"
 
 
 def _load_chunk_stream(redis: redis_lib.Redis, keys: Keys, settings: Settings) -> Any | None:
-    """Build ``app.stream.ChunkStream`` when that module is installed (progressive playback, issue 5)."""
+    """Build ``service.stream.ChunkStream`` when that module is installed (progressive playback, issue 5)."""
     try:
-        module = importlib.import_module("app.stream")
+        module = importlib.import_module("service.stream")
     except ModuleNotFoundError as exc:
-        if exc.name != "app.stream":
+        if exc.name != "service.stream":
             raise
         return None
     return module.ChunkStream(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl)
@@ -70,7 +70,7 @@ class Services:
 
     @property
     def streams(self) -> Any | None:
-        """The chunk stream (``app.stream.ChunkStream``), or None when that module is not installed."""
+        """The chunk stream (``service.stream.ChunkStream``), or None when that module is not installed."""
         if not self._streams_loaded:
             with self._lock:
                 if not self._streams_loaded:

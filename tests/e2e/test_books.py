@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from mutagen.mp4 import MP4
 
-from app.books import BookSpec, BookStore
-from app.services import Services
 from engine.book import load_book
+from service.books import BookSpec, BookStore
+from service.services import Services
 from tests.fixtures.service import wait_until
 from tests.test_book import make_epub
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.exceptions import InvalidKeyError
-from app.keys import Keys, check_storage_key, is_id, new_id, storage_key
+from service.exceptions import InvalidKeyError
+from service.keys import Keys, check_storage_key, is_id, new_id, storage_key
 
 
 def test_new_ids_are_valid_and_unique() -> None:

@@ -38,7 +38,7 @@ TEXT = "Progressive playback starts at once. The rest renders while you listen. 
 #: Milliseconds to wait for the job (three short sentences on a busy 2-core machine).
 JOB_TIMEOUT_MS = 240_000
 
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "player.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "player.png"
 
 
 @pytest.fixture(scope="module")

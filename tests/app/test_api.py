@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from app import create_app
-from app.jobs import JobSpec
-from app.keys import new_id
 from config.settings import Settings
+from service.jobs import JobSpec
+from service.keys import new_id
 
 LONG_LIMIT = 200
 

@@ -11,7 +11,7 @@ import hashlib
 import re
 import uuid
 
-from app.exceptions import InvalidKeyError
+from service.exceptions import InvalidKeyError
 
 #: Job and book ids: 32 lower-case hex digits (a UUID4 without dashes).
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -121,7 +121,7 @@ class Keys:
         return self._k("job", check_id(job_id, "job id"))
 
     def job_chunks(self, job_id: str) -> str:
-        """Stream of the job's audio chunks (written by ``app.stream.ChunkStream``)."""
+        """Stream of the job's audio chunks (written by ``service.stream.ChunkStream``)."""
         return self._k("job", check_id(job_id, "job id"), "chunks")
 
     def job_events(self, job_id: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from app.jobs import JobSpec
 from engine.audio import decode_audio
+from service.jobs import JobSpec
 from tasks.synthesis import run_synthesis
 
 #: Longest wait for one short job on a busy 2-core machine.

@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from app.exceptions import ConflictError, NotFoundError
-from app.keys import new_id
 from config import defaults
 from engine.book import Book, Chapter
 from engine.chunk import AudioChunk, WordTiming
 from engine.segment import Segment, split_text
+from service.exceptions import ConflictError, NotFoundError
+from service.keys import new_id
 
 if TYPE_CHECKING:
-    from app.services import Services
+    from service.services import Services
 
 log = logging.getLogger("spool.books")
 
@@ -162,7 +162,7 @@ def _text(value: Any) -> str:
 
 
 class BookStore:
-    """Book records in Redis and plans in storage; every key comes from ``app.keys``."""
+    """Book records in Redis and plans in storage; every key comes from ``service.keys``."""
 
     def __init__(self, svc: Services) -> None:
         self.svc = svc

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from app.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
-from app.jobs import JobSpec, JobStore
-from app.keys import Keys
+from service.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
+from service.jobs import JobSpec, JobStore
+from service.keys import Keys
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 
-from app.jobs import JobSpec
 from engine.audio import decode_audio
+from service.jobs import JobSpec
 
 TEXT = "The first sentence is short. Here comes the second one. And this is the third."
 

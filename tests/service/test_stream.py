@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import redis as redis_lib
 
-from app.jobs import JobSpec, JobStore
-from app.keys import Keys
-from app.storage import LocalStorage
-from app.stream import ChunkStream, StreamClosedError, StreamEvent, iter_encoded
 from engine.audio import decode_audio, to_pcm16
 from engine.exceptions import InvalidTextError
+from service.jobs import JobSpec, JobStore
+from service.keys import Keys
+from service.storage import LocalStorage
+from service.stream import ChunkStream, StreamClosedError, StreamEvent, iter_encoded
 
 TEXT = "Streams keep every chunk. Late listeners replay them."
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from app.exceptions import InvalidKeyError, StorageError, StorageKeyNotFoundError
-from app.keys import new_id, storage_key
-from app.storage import LocalStorage, S3Storage, Storage, storage_from_url
+from service.exceptions import InvalidKeyError, StorageError, StorageKeyNotFoundError
+from service.keys import new_id, storage_key
+from service.storage import LocalStorage, S3Storage, Storage, storage_from_url
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis as redis_lib
 
-from app.keys import Keys
 from config import defaults
+from service.keys import Keys
 
 
 class WorkerRegistry:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.heartbeats import WorkerRegistry
-from app.keys import Keys
+from service.heartbeats import WorkerRegistry
+from service.keys import Keys
 
 
 @pytest.fixture

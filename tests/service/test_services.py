@@ -7,9 +7,9 @@ import time
 from types import SimpleNamespace
 
 from app import EXTENSION, create_app
-from app.services import Services
 from config import gunicorn as gunicorn_config
 from config.settings import Settings
+from service.services import Services
 from tests.fixtures.service import free_port
 
 

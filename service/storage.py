@@ -12,7 +12,7 @@ Configuration (``SPOOL_STORAGE_URL``):
   ``public_endpoint`` is the address clients use for presigned URLs when it differs
   from the one the servers use (compose: ``minio:9000`` inside, ``localhost:9000`` outside).
 
-Keys are built by :mod:`app.keys` and checked again here, so no path outside the
+Keys are built by :mod:`service.keys` and checked again here, so no path outside the
 storage root or prefix can be reached.
 """
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO
 from urllib.parse import parse_qs, unquote, urlparse
 
-from app.exceptions import StorageError, StorageKeyNotFoundError
-from app.keys import check_storage_key, check_storage_prefix
+from service.exceptions import StorageError, StorageKeyNotFoundError
+from service.keys import check_storage_key, check_storage_prefix
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -72,7 +72,7 @@ def _check_range(start: int, end: int | None) -> None:
 
 
 class Storage:
-    """Interface every storage backend implements; keys are ``area/id/file`` strings from app.keys."""
+    """Interface every storage backend implements; keys are ``area/id/file`` strings from service.keys."""
 
     #: Short backend name for /healthz and logs.
     kind = "abstract"

@@ -24,9 +24,9 @@ from typing import Any
 
 import redis as redis_lib
 
-from app.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
-from app.keys import STATES, Keys, check_owner, is_id, new_id
 from config import defaults
+from service.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
+from service.keys import STATES, Keys, check_owner, is_id, new_id
 
 #: States a job never leaves.
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -264,7 +264,7 @@ def _encode_cursor(score: float, job_id: str) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
-    from app.exceptions import InvalidRequestError
+    from service.exceptions import InvalidRequestError
 
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
