@@ -1,15 +1,13 @@
 """The Spool web app: ``create_app()`` builds it; ``services()`` gives a request the shared services.
 
-Blueprints ``app.api.jobs``, ``app.api.speech`` and ``app.api.system`` are always
-registered; ``app.api.stream``, ``app.api.books`` and ``app.web`` are registered
-when those modules are installed. Each defines ``bp``.
+Blueprints: ``app.api.jobs``, ``app.api.speech``, ``app.api.stream``, ``app.api.books``,
+``app.api.system`` and ``app.web`` (the player page); each defines ``bp``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging as pylogging  # not `logging`: that name is the service.logging submodule here
+import logging as pylogging  # not `logging`: the service's logging module is imported as well
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +15,7 @@ import redis as redis_lib
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import auth
+from app import auth, request_log
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
 from service import logging as spool_logging
@@ -25,12 +23,6 @@ from service.exceptions import ServiceUnavailableError
 from service.services import Services
 
 log = pylogging.getLogger("spool.app")
-
-#: Blueprint modules every deployment has.
-CORE_BLUEPRINTS: tuple[str, ...] = ("app.api.jobs", "app.api.speech", "app.api.system")
-
-#: Blueprint modules registered only when installed (streaming, books, player page).
-OPTIONAL_BLUEPRINTS: tuple[str, ...] = ("app.api.stream", "app.api.books", "app.web")
 
 #: Extension name under which the shared services hang on the app.
 EXTENSION = "spool"
@@ -128,18 +120,14 @@ def _register_errors(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> list[str]:
-    """Register the core blueprints and any optional ones that are installed; return their module names."""
-    registered = []
-    for name in (*CORE_BLUEPRINTS, *OPTIONAL_BLUEPRINTS):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_BLUEPRINTS and exc.name == name:
-                continue
-            raise
+    """Register every blueprint of the API and the player page; return their module names."""
+    from app import web
+    from app.api import books, jobs, speech, stream, system
+
+    modules = (jobs, speech, system, stream, books, web)
+    for module in modules:
         app.register_blueprint(module.bp)
-        registered.append(name)
-    return registered
+    return [module.__name__ for module in modules]
 
 
 def create_app(
@@ -152,7 +140,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes, settings.max_body_bytes)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = services_ or Services(settings)
-    spool_logging.init_app(app)
+    app.spool_warm_up = app.extensions[EXTENSION].warm_up  # type: ignore[attr-defined]  (config/gunicorn.py)
+    request_log.init_app(app)
     auth.init_app(app, settings.api_keys)
     _register_errors(app)
     app.extensions["spool_blueprints"] = register_blueprints(app)

@@ -6,8 +6,6 @@ valid; the app turns it into ``{"error": {"code", "message", "details"}}``.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +17,7 @@ from engine.exceptions import InvalidTextError, UnsupportedFormatError
 from engine.voices import check_speed
 from service.catalog import Catalog, normalize_language
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
-from service.jobs import Job, JobSpec
+from service.jobs import Job, JobSpec, iso_time
 
 #: Fields ``POST /v1/jobs`` accepts.
 JOB_FIELDS: tuple[str, ...] = ("text", "voice", "speed", "format", "language", "priority", "webhook_url")
@@ -238,14 +236,6 @@ def parse_limit(value: str | None) -> int:
             f"Invalid limit {value!r}: use a whole number from 1 to {defaults.MAX_PAGE_SIZE}.", field="limit"
         )
     return limit
-
-
-def iso_time(timestamp: float | None) -> str | None:
-    """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
-    if timestamp is None:
-        return None
-    whole = math.floor(timestamp)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((timestamp - whole) * 1000):03d}Z"
 
 
 def job_to_dict(

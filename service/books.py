@@ -29,15 +29,12 @@ from engine.chunk import AudioChunk, WordTiming
 from engine.segment import Segment, split_text
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
+from service.task_names import BOOK_RENDER
 
 if TYPE_CHECKING:
     from service.services import Services
 
 log = logging.getLogger("spool.books")
-
-#: Celery task names of the book pipeline.
-RENDER_TASK = "spool.book_render"
-ASSEMBLE_TASK = "spool.book_assemble"
 
 #: Segments per render task: small, so work spreads evenly over workers and a crash loses little.
 BATCH_SIZE = 4
@@ -219,7 +216,7 @@ class BookStore:
     def send_batch(self, book_id: str, batch: int) -> None:
         """Queue one render batch at the low priority lane of the book's queue."""
         self.svc.send_task(
-            RENDER_TASK,
+            BOOK_RENDER,
             [book_id, batch],
             queue=self.queue(book_id),
             priority=defaults.PRIORITIES["low"],
@@ -333,6 +330,10 @@ class BookStore:
         if self.redis.hsetnx(key, "started_at", time.time()):
             self.redis.hset(key, "state", "rendering")
 
+    def is_segment_done(self, book_id: str, index: int) -> bool:
+        """True when segment ``index`` of the book has been rendered (or taken from its checkpoint)."""
+        return bool(self.redis.sismember(self.keys.book_done(book_id), index))
+
     def segment_done(self, book_id: str, index: int, audio_seconds: float) -> int:
         """Record one segment as done (once); return how many are done."""
         if self.redis.sadd(self.keys.book_done(book_id), index):
@@ -367,6 +368,10 @@ class BookStore:
         log.info("book %s: all %d segments done; assembly %s", book_id, done, "starts" if locked else "already taken")
         return locked
 
+    def start_assembly(self, book_id: str) -> None:
+        """Mark the book as being assembled (the caller holds its lock)."""
+        self.redis.hset(self.keys.book(book_id), "state", "assembling")
+
     def succeed(self, book_id: str, manifest: dict[str, Any]) -> None:
         """Record the finished audiobook."""
         self.redis.hset(
@@ -388,51 +393,3 @@ class BookStore:
             },
         )
         self.redis.srem(self.keys.books_active(), book_id)
-
-    # -- recovery -------------------------------------------------------------------------------
-
-    def recover(self, live_workers: set[str], interval: float) -> list[tuple[str, int]]:
-        """Queue again the batches of workers that stopped beating; restart stalled assemblies.
-
-        Only one worker per ``interval`` does this (a short Redis lock), so a batch is re-queued once.
-        """
-        if not self.redis.set(self.keys.books_recovery(), "1", nx=True, ex=max(1, int(interval))):
-            return []
-        requeued: list[tuple[str, int]] = []
-        for raw in self.redis.smembers(self.keys.books_active()):
-            book_id = _text(raw)
-            try:
-                rec = self.record(book_id)
-            except BookNotFoundError:
-                self.redis.srem(self.keys.books_active(), book_id)
-                continue
-            if rec["state"] in TERMINAL:
-                self.redis.srem(self.keys.books_active(), book_id)
-                continue
-            batches = self.redis.hgetall(self.keys.book_batches(book_id))
-            for field, value in batches.items():
-                status = _text(value)
-                if not status.startswith("running:") or status[len("running:") :] in live_workers:
-                    continue
-                batch = int(_text(field))
-                # Compare-and-set: only the recovery that still sees the dead owner re-queues.
-                if self.redis.hget(self.keys.book_batches(book_id), str(batch)) == value:
-                    self.redis.hset(self.keys.book_batches(book_id), str(batch), "queued")
-                    self.send_batch(book_id, batch)
-                    requeued.append((book_id, batch))
-                    log.warning(
-                        "book %s batch %d was on %s, which stopped beating: requeued", book_id, batch, status
-                    )
-            if (
-                rec["state"] in ("rendering", "assembling")
-                and not self.redis.exists(self.keys.book_lock(book_id))
-                and int(self.redis.scard(self.keys.book_done(book_id))) >= int(rec["segments_total"])
-                and self.try_assembly(book_id)
-            ):
-                self.svc.send_task(
-                    ASSEMBLE_TASK,
-                    [book_id],
-                    queue=self.svc.settings.queue,
-                    priority=defaults.PRIORITIES["low"],
-                )
-        return requeued

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,14 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('PUBLISH', KEYS[5], ARGV[4])
 return 1
 """
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
+    if timestamp is None:
+        return None
+    whole = math.floor(timestamp)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((timestamp - whole) * 1000):03d}Z"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Logging with the request id and job id on every line, in the web app and in workers.
 
-The ids live in context variables: the Flask hooks set the request id (the
-client's ``X-Request-ID`` when it is well-formed, else a new one, echoed in the
+The ids live in context variables: the web app's request hooks (``app/request_log.py``) set the
+request id (the client's ``X-Request-ID`` when it is well-formed, else a new one, echoed in the
 response), the API sets the job id once it knows it, and the synthesis task sets
 both from the job it runs. A filter copies them onto every log record.
 """
@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flask import Flask
-
     from config.settings import Settings
 
 #: Request id of the current request or task ("-" when none).
@@ -120,27 +118,3 @@ def log_context(*, request_id: str | None = None, job_id: str | None = None) -> 
 def bind_job(job_id: str) -> None:
     """Mark the rest of the current request as working on ``job_id``."""
     job_id_var.set(job_id)
-
-
-def init_app(app: Flask) -> None:
-    """Register the hooks that give every request an id and log one line per request."""
-    from flask import g, request
-
-    log = logging.getLogger("spool.http")
-
-    @app.before_request
-    def _start_request() -> None:
-        g.request_id = clean_request_id(request.headers.get("X-Request-ID"))
-        g.request_started = time.perf_counter()
-        request_id_var.set(g.request_id)
-        job_id_var.set("-")
-
-    @app.after_request
-    def _finish_request(response):  # type: ignore[no-untyped-def]
-        request_id = g.get("request_id")
-        if request_id:
-            response.headers["X-Request-ID"] = request_id
-        started = g.get("request_started")
-        elapsed = (time.perf_counter() - started) * 1000 if started else 0.0
-        log.info("%s %s -> %s (%.1f ms)", request.method, request.path, response.status_code, elapsed)
-        return response

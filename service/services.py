@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -11,35 +10,23 @@ import redis as redis_lib
 
 from config import defaults
 from config.settings import Settings
+from service.books import BookStore
 from service.catalog import Catalog
 from service.exceptions import EnqueueError
 from service.heartbeats import WorkerRegistry
 from service.jobs import Job, JobSpec, JobStore
 from service.keys import Keys
 from service.storage import Storage, storage_from_settings
+from service.stream import ChunkStream
+from service.task_names import SYNTHESIZE
 
 if TYPE_CHECKING:
     from celery import Celery
 
 log = logging.getLogger("spool.services")
 
-#: Name of the synthesis task, as registered by ``tasks.synthesis``.
-SYNTHESIZE_TASK = "spool.synthesize"
-
-
-def _load_chunk_stream(redis: redis_lib.Redis, keys: Keys, settings: Settings) -> Any | None:
-    """Build ``service.stream.ChunkStream`` when that module is installed (progressive playback, issue 5)."""
-    try:
-        module = importlib.import_module("service.stream")
-    except ModuleNotFoundError as exc:
-        if exc.name != "service.stream":
-            raise
-        return None
-    return module.ChunkStream(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl)
-
-
 class Services:
-    """Settings, Redis, keys, job store, storage, chunk streams, catalog and the task producer."""
+    """Settings, Redis, keys, job and book stores, storage, chunk streams, catalog and the task producer."""
 
     def __init__(
         self, settings: Settings, *, redis: redis_lib.Redis | None = None, storage: Storage | None = None
@@ -52,10 +39,10 @@ class Services:
         self.keys = Keys(settings.key_prefix)
         self.jobs = JobStore(self.redis, self.keys, settings.job_ttl)
         self.workers = WorkerRegistry(self.redis, self.keys, settings.heartbeat_ttl)
+        self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
         self.catalog = Catalog(settings.assets_path)
         self._storage = storage
-        self._streams: Any | None = None
-        self._streams_loaded = False
+        self._streams: ChunkStream | None = None
         self._celery: Celery | None = None
         self._lock = threading.Lock()
 
@@ -69,13 +56,15 @@ class Services:
         return self._storage
 
     @property
-    def streams(self) -> Any | None:
-        """The chunk stream (``service.stream.ChunkStream``), or None when that module is not installed."""
-        if not self._streams_loaded:
+    def streams(self) -> ChunkStream:
+        """The chunk streams of jobs (progressive playback)."""
+        if self._streams is None:
             with self._lock:
-                if not self._streams_loaded:
-                    self._streams = _load_chunk_stream(self.redis, self.keys, self.settings)
-                    self._streams_loaded = True
+                if self._streams is None:
+                    settings = self.settings
+                    self._streams = ChunkStream(
+                        self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl
+                    )
         return self._streams
 
     @property
@@ -167,14 +156,7 @@ class Services:
         if not created:
             return job, False
         try:
-            self.send_task(
-                SYNTHESIZE_TASK,
-                [job.id],
-                queue=job.queue,
-                priority=defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY]),
-                task_id=job.id,
-                headers={"spool_request_id": request_id or "-"},
-            )
+            self.enqueue(job, request_id)
         except Exception as exc:  # the broker is down: the job is stored, so say so rather than lose it
             log.exception("could not enqueue job %s", job.id)
             message = f"The job was stored but could not be queued ({type(exc).__name__}); submit it again."
@@ -184,6 +166,17 @@ class Services:
                 log.exception("could not mark job %s failed", job.id)
             raise EnqueueError(message, job_id=job.id) from exc
         return job, True
+
+    def enqueue(self, job: Job, request_id: str | None = None) -> None:
+        """Send a stored job's synthesis task at its priority (task id = job id, so redeliveries match)."""
+        self.send_task(
+            SYNTHESIZE,
+            [job.id],
+            queue=job.queue,
+            priority=defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY]),
+            task_id=job.id,
+            headers={"spool_request_id": request_id or "-"},
+        )
 
     def close(self) -> None:
         """Release connections (tests, CLI)."""

@@ -40,8 +40,6 @@ from service.exceptions import ConflictError, InvalidRequestError, ServiceError
 from service.keys import Keys
 
 if TYPE_CHECKING:
-    from flask import Response
-
     from service.storage import Storage
 
 log = logging.getLogger("spool.stream")
@@ -709,41 +707,6 @@ def iter_encoded(
             close()
 
 
-def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
-    """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
-    from flask import Response, current_app, stream_with_context
-
-    svc = current_app.extensions["spool"]
-    streams: ChunkStream | None = svc.streams
-    if streams is None:
-        raise ServiceError("The chunk stream is not configured in this deployment.")
-    fmt = parse_stream_format(fmt, "wav")
-    job = svc.jobs.get(job_id)
-    if job.state in ("failed", "cancelled"):
-        from service.exceptions import JobNotReadyError
-
-        detail = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
-        raise JobNotReadyError(
-            f"Job {job.id} is {job.state}{detail}; it has no audio to stream.", state=job.state
-        )
-    rate = voice_sample_rate(job.voice, getattr(svc.settings, "assets_path", None))
-    storage = svc.storage
-
-    def on_error(event: StreamEvent) -> None:
-        log.info("stream of job %s ended early: %s", job_id, dict(event.meta))
-
-    body = iter_encoded(streams.events(job.id, from_seq, storage=storage), fmt, rate, on_error=on_error)
-    headers = {
-        "Content-Type": CONTENT_TYPES[fmt] + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
-        "Cache-Control": "no-store",
-        "X-Accel-Buffering": "no",
-        "X-Job-Id": job.id,
-        "X-Sample-Rate": str(rate),
-        "X-Stream-From": str(from_seq),
-    }
-    return Response(stream_with_context(body), status=200, headers=headers, direct_passthrough=True)
-
-
 __all__ = [
     "ChunkStream",
     "StreamEvent",
@@ -754,6 +717,5 @@ __all__ = [
     "iter_encoded",
     "parse_from",
     "parse_stream_format",
-    "stream_job_response",
     "voice_sample_rate",
 ]

@@ -20,7 +20,8 @@ from flask import Blueprint, Response, request, stream_with_context
 from app import services
 from app.api import job_payload
 from app.auth import current_owner
-from service.exceptions import ServiceError
+from engine.audio import CONTENT_TYPES
+from service.exceptions import JobNotReadyError
 from service.jobs import TERMINAL_STATES, Job
 from service.logging import bind_job
 from service.stream import (
@@ -28,9 +29,10 @@ from service.stream import (
     ChunkStream,
     StreamEvent,
     chunk_caption,
+    iter_encoded,
     parse_from,
     parse_stream_format,
-    stream_job_response,
+    voice_sample_rate,
 )
 
 log = logging.getLogger("spool.api.stream")
@@ -55,10 +57,34 @@ MAX_EVENTS_SECONDS = 4 * 3600.0
 
 def _streams() -> ChunkStream:
     """The app's chunk stream service."""
-    streams = services().streams
-    if streams is None:
-        raise ServiceError("The chunk stream is not configured in this deployment.")
-    return streams
+    return services().streams
+
+
+def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
+    """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
+    svc = services()
+    fmt = parse_stream_format(fmt, "wav")
+    job = svc.jobs.get(job_id)
+    if job.state in ("failed", "cancelled"):
+        detail = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
+        raise JobNotReadyError(
+            f"Job {job.id} is {job.state}{detail}; it has no audio to stream.", state=job.state
+        )
+    rate = voice_sample_rate(job.voice, svc.settings.assets_path)
+
+    def on_error(event: StreamEvent) -> None:
+        log.info("stream of job %s ended early: %s", job_id, dict(event.meta))
+
+    body = iter_encoded(svc.streams.events(job.id, from_seq, storage=svc.storage), fmt, rate, on_error=on_error)
+    headers = {
+        "Content-Type": CONTENT_TYPES[fmt] + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+        "X-Job-Id": job.id,
+        "X-Sample-Rate": str(rate),
+        "X-Stream-From": str(from_seq),
+    }
+    return Response(stream_with_context(body), status=200, headers=headers, direct_passthrough=True)
 
 
 @bp.get("/<job_id>/stream")

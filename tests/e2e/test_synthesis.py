@@ -16,7 +16,7 @@ import pytest
 
 from engine.audio import decode_audio
 from service.jobs import JobSpec
-from tasks.synthesis import run_synthesis
+from service.render import run_synthesis
 
 #: Longest wait for one short job on a busy 2-core machine.
 JOB_TIMEOUT = 240.0

@@ -215,7 +215,7 @@ def test_requeue_orphan_only_from_the_dead_worker(store: JobStore) -> None:
 
 
 def test_orphans_of_a_dead_worker_are_requeued(services: Any) -> None:
-    from tasks.worker import recover_orphans
+    from service.recovery import recover_jobs
 
     job, _ = services.jobs.create(spec("Orphaned."), owner="public", queue="idle")
     services.jobs.start(job.id, worker="gone@host:4242")
@@ -223,7 +223,7 @@ def test_orphans_of_a_dead_worker_are_requeued(services: Any) -> None:
     fresh, _ = services.jobs.create(spec("Just started."), owner="public", queue="idle")
     services.jobs.start(fresh.id, worker="starting@host:1")
     before = services.redis.llen("idle\x06\x163")
-    assert job.id in recover_orphans(services)
+    assert job.id in recover_jobs(services)
     assert services.jobs.get(job.id).state == "queued"
     assert services.jobs.get(fresh.id).state == "running"  # within one heartbeat TTL: left alone
     assert services.redis.llen("idle\x06\x163") == before + 1  # sent again at normal priority
