@@ -12,10 +12,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from config import defaults
-from engine.audio import CONTENT_TYPES, FORMATS, normalize_format
+from engine.audio import AUDIO_FORMATS, FORMATS, normalize_format
+from engine.catalog import VoiceCatalog
 from engine.exceptions import InvalidTextError, UnsupportedFormatError
+from engine.languages import check_language
 from engine.voices import check_speed
-from service.catalog import Catalog, normalize_language
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import Job, JobSpec, iso_time
 
@@ -151,7 +152,7 @@ def require_object(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def parse_job_request(body: Any, catalog: Catalog, max_text_chars: int) -> JobSpec:
+def parse_job_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> JobSpec:
     """Validate a ``POST /v1/jobs`` body into a JobSpec."""
     body = require_object(body)
     unknown = sorted(set(body) - set(JOB_FIELDS))
@@ -168,7 +169,7 @@ def parse_job_request(body: Any, catalog: Catalog, max_text_chars: int) -> JobSp
         voice=voice,
         speed=check_speed_value(body.get("speed")),
         format=check_format(body.get("format")),
-        language=normalize_language(body.get("language")),
+        language=check_language(body.get("language")),
         priority=check_priority(body.get("priority")),
         webhook_url=check_webhook_url(body.get("webhook_url")),
     )
@@ -182,7 +183,7 @@ class SpeechRequest:
     stream: bool
 
 
-def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> SpeechRequest:
+def parse_speech_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> SpeechRequest:
     """Validate an OpenAI-style speech body (extra OpenAI fields such as ``instructions`` are ignored)."""
     body = require_object(body)
     model = body.get("model", "kokoro")
@@ -217,7 +218,7 @@ def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> Sp
         voice=voice,
         speed=check_speed_value(body.get("speed")),
         format=fmt,
-        language=normalize_language(body.get("language")),
+        language=check_language(body.get("language")),
         priority="high",  # a caller is waiting on the connection
     )
     return SpeechRequest(spec, stream)
@@ -256,7 +257,7 @@ def job_to_dict(
             "size": job.result_size,
             "duration": job.result_duration,
             "format": job.format,
-            "content_type": job.result_content_type or CONTENT_TYPES.get(job.format),
+            "content_type": job.result_content_type or AUDIO_FORMATS[job.format].content_type,
             "url": links.get("audio"),
         }
         if job.extra.get("render_seconds"):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.audio import CONTENT_TYPES
+from engine.audio import AUDIO_FORMATS
 from engine.audiobook import ChapterAudio, assemble
 from engine.exceptions import SpoolError
 from engine.subtitles import cues_from_chunks
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spool.books")
 
+#: Content types of the book outputs that are not one of the audio formats (chapter MP3s are).
 _CONTENT_TYPES = {
     ".m4b": "audio/mp4",
     ".srt": "application/x-subrip",
@@ -130,9 +131,8 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
         for name in [*manifest["files"], "manifest.json"]:
             key = svc.keys.book_file(book_id, name)
             suffix = Path(name).suffix
-            content_type = _CONTENT_TYPES.get(suffix) or CONTENT_TYPES.get(
-                suffix.lstrip("."), "application/octet-stream"
-            )
+            audio = AUDIO_FORMATS.get(suffix.lstrip("."))
+            content_type = _CONTENT_TYPES.get(suffix) or (audio.content_type if audio else "application/octet-stream")
             with open(out / name, "rb") as fh:
                 svc.storage.put(key, fh, content_type)
             keys.append(key)

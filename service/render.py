@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 
-from engine.audio import CONTENT_TYPES, EXTENSIONS, encode_audio
+from engine.audio import AUDIO_FORMATS, encode_audio
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError
 from service.jobs import iso_time
@@ -183,14 +183,15 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
     jobs = svc.jobs
     # Split once, in the voice's language (as the stream would), so the total is the real count.
-    segments = engine.segments(job.text, engine.check(job.voice, job.speed, job.language).lang)
+    voice = engine.check(job.voice, job.speed, job.language)
+    segments = engine.segments(job.text, voice.lang)
     total = len(segments)
     jobs.progress(job.id, 0, total, 0.0)
     svc.streams.reset(job.id)
     if jobs.is_cancel_requested(job.id):
         raise _Cancelled
     pieces: list[np.ndarray] = []
-    sample_rate = getattr(engine, "sample_rate", 24_000)
+    sample_rate = voice.sample_rate
     done = 0
     audio_seconds = 0.0
     for chunk in engine.stream(
@@ -207,8 +208,9 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
             raise _Cancelled
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     data = encode_audio(samples, sample_rate, job.format)
-    key = svc.keys.job_audio(job.id, EXTENSIONS.get(job.format, job.format))
-    content_type = CONTENT_TYPES.get(job.format, "application/octet-stream")
+    fmt = AUDIO_FORMATS[job.format]
+    key = svc.keys.job_audio(job.id, fmt.extension)
+    content_type = fmt.content_type
     svc.storage.put(key, data, content_type=content_type)
     duration = len(samples) / sample_rate
     render_seconds = time.perf_counter() - render_started

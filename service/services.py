@@ -10,8 +10,8 @@ import redis as redis_lib
 
 from config import defaults
 from config.settings import Settings
+from engine.catalog import VoiceCatalog
 from service.books import BookStore
-from service.catalog import Catalog
 from service.exceptions import EnqueueError
 from service.heartbeats import WorkerRegistry
 from service.jobs import Job, JobSpec, JobStore
@@ -40,7 +40,7 @@ class Services:
         self.jobs = JobStore(self.redis, self.keys, settings.job_ttl)
         self.workers = WorkerRegistry(self.redis, self.keys, settings.heartbeat_ttl)
         self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
-        self.catalog = Catalog(settings.assets_path)
+        self.catalog = VoiceCatalog(settings.assets_path)
         self._storage = storage
         self._streams: ChunkStream | None = None
         self._celery: Celery | None = None

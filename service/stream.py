@@ -28,13 +28,12 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import redis as redis_lib
 
-from engine.audio import CONTENT_TYPES, StreamEncoder, normalize_format, to_pcm16, wav_header
+from engine.audio import AUDIO_FORMATS, STREAM_FORMATS, StreamEncoder, normalize_format, to_pcm16, wav_header
 from engine.exceptions import SpoolError
 from service.exceptions import ConflictError, InvalidRequestError, ServiceError
 from service.keys import Keys
@@ -43,12 +42,6 @@ if TYPE_CHECKING:
     from service.storage import Storage
 
 log = logging.getLogger("spool.stream")
-
-#: Formats a stream can be served in (each has an incremental encoder).
-STREAM_FORMATS: tuple[str, ...] = ("wav", "mp3", "opus", "pcm", "flac")
-
-#: Sample rate of Kokoro voices; Piper voices declare theirs in their ``.onnx.json``.
-KOKORO_SAMPLE_RATE = 24_000
 
 #: Milliseconds one blocking XREAD waits before the reader re-checks the job's state.
 READ_BLOCK_MS = 1_000
@@ -377,7 +370,7 @@ class ChunkStream:
                 )
                 byte_offset += len(event.pcm)
             spool.seek(0)
-            storage.put(pcm_key, spool, content_type=CONTENT_TYPES["pcm"])
+            storage.put(pcm_key, spool, content_type=AUDIO_FORMATS["pcm"].content_type)
         index = {
             "version": INDEX_VERSION,
             "job_id": job_id,
@@ -650,18 +643,6 @@ def parse_from(value: str | None) -> int:
     return number
 
 
-def voice_sample_rate(voice: str, assets_dir: str | Path | None) -> int:
-    """Sample rate the engine renders ``voice`` at: Kokoro's, or a Piper model's declared rate."""
-    if voice.startswith("piper:") and assets_dir is not None:
-        config = Path(assets_dir).expanduser() / "piper" / (voice[len("piper:") :] + ".onnx.json")
-        try:
-            return int(json.loads(config.read_text())["audio"]["sample_rate"])
-        except (OSError, ValueError, KeyError, TypeError):
-            log.warning("cannot read the sample rate of %s from %s; assuming %d", voice, config, 22_050)
-            return 22_050
-    return KOKORO_SAMPLE_RATE
-
-
 def _resample(pcm: bytes, rate_in: int, rate_out: int) -> np.ndarray:
     """Linear resampling of s16le PCM to float32 at ``rate_out`` (only if a chunk's rate surprises us)."""
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
@@ -712,10 +693,8 @@ __all__ = [
     "StreamEvent",
     "StreamClosedError",
     "StreamGapError",
-    "STREAM_FORMATS",
     "chunk_caption",
     "iter_encoded",
     "parse_from",
     "parse_stream_format",
-    "voice_sample_rate",
 ]

@@ -13,7 +13,7 @@ from config import defaults
 from engine.audiobook import DEFAULT_CHAPTER_GAP
 from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
 from engine.exceptions import InvalidSpeedError
-from engine.g2p import normalize_lang
+from engine.languages import normalize_lang
 from engine.voices import check_speed
 from service.books import BookSpec, BookStore
 from service.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError

@@ -12,7 +12,7 @@ from app import services
 from app.api import job_links, job_payload, json_body
 from app.auth import current_owner
 from app.schemas import parse_job_request, parse_limit
-from engine.audio import CONTENT_TYPES, EXTENSIONS
+from engine.audio import AUDIO_FORMATS
 from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
 from service.keys import STATES
 from service.logging import bind_job
@@ -166,12 +166,12 @@ def get_audio(job_id: str):  # type: ignore[no-untyped-def]
             return redirect(url, 302)
     size = job.result_size if job.result_size is not None else svc.storage.size(job.result_key)
     etag = job.result_etag or f"{job.id}-{size}"
-    content_type = job.result_content_type or CONTENT_TYPES.get(job.format, "application/octet-stream")
+    content_type = job.result_content_type or AUDIO_FORMATS[job.format].content_type
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": f'"{etag}"',
         "Content-Type": content_type,
-        "Content-Disposition": f'inline; filename="{job.id}.{EXTENSIONS.get(job.format, job.format)}"',
+        "Content-Disposition": f'inline; filename="{job.id}.{AUDIO_FORMATS[job.format].extension}"',
         "Cache-Control": "private, max-age=3600",
     }
     if request.if_none_match and request.if_none_match.contains(etag):

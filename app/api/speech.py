@@ -18,7 +18,7 @@ from app.api.jobs import idempotency_key
 from app.api.stream import stream_job_response
 from app.auth import current_owner
 from app.schemas import parse_speech_request
-from engine.audio import CONTENT_TYPES
+from engine.audio import AUDIO_FORMATS
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError, JobFailedError, JobTimeoutError
 from service.logging import bind_job
@@ -75,8 +75,7 @@ def create_speech():  # type: ignore[no-untyped-def]
             data,
             status=200,
             headers={
-                "Content-Type": job.result_content_type
-                or CONTENT_TYPES.get(job.format, "application/octet-stream"),
+                "Content-Type": job.result_content_type or AUDIO_FORMATS[job.format].content_type,
                 "Content-Length": str(len(data)),
                 "X-Job-Id": job.id,
                 "X-Audio-Duration": f"{job.result_duration or 0:.3f}",

@@ -20,19 +20,17 @@ from flask import Blueprint, Response, request, stream_with_context
 from app import services
 from app.api import job_payload
 from app.auth import current_owner
-from engine.audio import CONTENT_TYPES
+from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
 from service.exceptions import JobNotReadyError
 from service.jobs import TERMINAL_STATES, Job
 from service.logging import bind_job
 from service.stream import (
-    STREAM_FORMATS,
     ChunkStream,
     StreamEvent,
     chunk_caption,
     iter_encoded,
     parse_from,
     parse_stream_format,
-    voice_sample_rate,
 )
 
 log = logging.getLogger("spool.api.stream")
@@ -70,14 +68,14 @@ def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
         raise JobNotReadyError(
             f"Job {job.id} is {job.state}{detail}; it has no audio to stream.", state=job.state
         )
-    rate = voice_sample_rate(job.voice, svc.settings.assets_path)
+    rate = svc.catalog.sample_rate(job.voice)
 
     def on_error(event: StreamEvent) -> None:
         log.info("stream of job %s ended early: %s", job_id, dict(event.meta))
 
     body = iter_encoded(svc.streams.events(job.id, from_seq, storage=svc.storage), fmt, rate, on_error=on_error)
     headers = {
-        "Content-Type": CONTENT_TYPES[fmt] + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
+        "Content-Type": AUDIO_FORMATS[fmt].content_type + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
         "Cache-Control": "no-store",
         "X-Accel-Buffering": "no",
         "X-Job-Id": job.id,

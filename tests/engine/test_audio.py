@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.audio import CONTENT_TYPES, FORMATS, StreamEncoder, decode_audio, encode_audio
+from engine.audio import AUDIO_FORMATS, FORMATS, StreamEncoder, decode_audio, encode_audio
 from engine.exceptions import EngineError, UnsupportedFormatError
 
 RATE = 24_000
@@ -20,7 +20,7 @@ def _tone(seconds: float, freq: float = 220.0) -> np.ndarray:
 def test_stream_header_first_then_chunks_decodes_to_the_whole(fmt: str) -> None:
     pieces = [_tone(0.4, 220), _tone(0.3, 330), _tone(0.5, 440)]
     enc = StreamEncoder(fmt, RATE)
-    assert enc.content_type == CONTENT_TYPES[fmt]
+    assert enc.content_type == AUDIO_FORMATS[fmt].content_type
     data = enc.header() + b"".join(enc.encode(p) for p in pieces) + enc.finish()
     decoded, rate = decode_audio(data, fmt, sample_rate=RATE)
     assert abs(len(decoded) / rate - 1.2) < 0.06

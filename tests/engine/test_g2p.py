@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine.exceptions import UnsupportedLanguageError
-from engine.g2p import G2PRegistry, normalize_lang
+from engine.g2p import G2PRegistry
+from engine.languages import normalize_lang
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def test_warm_up_connects_everything_a_request_needs(settings: Settings) -> None
         assert ready == {"redis": True, "broker": True, "storage": True, "streams": True, "voices": True}
         # What the first POST would otherwise build: the producer (its broker connection is the
         # "broker" above) and the voice tables.
-        assert svc._celery is not None and svc.catalog._store is not None
+        assert svc._celery is not None and svc.catalog.kokoro._store is not None
     finally:
         svc.close()
 
@@ -44,6 +44,6 @@ def test_gunicorn_warms_each_web_process(settings: Settings) -> None:
     try:
         assert svc._celery is None
         gunicorn_config.post_worker_init(SimpleNamespace(wsgi=app))
-        assert svc._celery is not None and svc.catalog._store is not None
+        assert svc._celery is not None and svc.catalog.kokoro._store is not None
     finally:
         svc.close()
