@@ -20,7 +20,7 @@ from app.schemas import OPENAI_VOICES, SPEECH_FORMATS, SPEECH_MODELS
 from config import defaults
 from engine.audio import FORMATS
 from engine.voices import SPEED_RANGE
-from service.keys import STATES
+from service.states import JOB_STATES as STATES
 
 #: Version of the HTTP API described.
 API_VERSION = "1.0.0"

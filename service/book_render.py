@@ -20,13 +20,13 @@ from engine.audiobook import ChapterAudio, assemble
 from engine.exceptions import SpoolError
 from engine.subtitles import cues_from_chunks
 from service.books import (
-    TERMINAL,
     BookStore,
     decode_checkpoint,
     encode_checkpoint,
     plan_segment,
     segment_digest,
 )
+from service.states import FINISHED
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -46,7 +46,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
     """Render segments of one batch that have no checkpoint yet; return the checkpoint keys."""
     svc = store.svc
     rec = store.record(book_id)
-    if rec["state"] in TERMINAL:
+    if rec["state"] in FINISHED:
         return []
     spec = store.spec(rec)
     try:
@@ -59,7 +59,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
     first, end = plan["batches"][batch]
     keys = []
     for seg in plan["segments"][first:end]:
-        if store.state(book_id) in TERMINAL:
+        if store.state(book_id) in FINISHED:
             log.info("book %s is %s: stopping", book_id, store.state(book_id))
             return keys
         key = svc.keys.segment_checkpoint(segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id))
@@ -92,7 +92,7 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
     """The assembly itself (the caller holds the book's lock); returns the storage keys written."""
     svc = store.svc
     rec = store.record(book_id)
-    if rec["state"] in TERMINAL:
+    if rec["state"] in FINISHED:
         return []
     store.start_assembly(book_id)
     spec = store.spec(rec)

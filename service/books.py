@@ -29,6 +29,7 @@ from engine.chunk import AudioChunk, WordTiming
 from engine.segment import Segment, split_text
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
+from service.states import FINISHED, BookState
 from service.task_names import BOOK_RENDER
 
 if TYPE_CHECKING:
@@ -41,12 +42,6 @@ BATCH_SIZE = 4
 
 #: Seconds the assembly lock is held before another worker may take over a crashed assembly.
 ASSEMBLY_LOCK_SECONDS = 900
-
-#: Book states, in order.
-BOOK_STATES: tuple[str, ...] = ("queued", "rendering", "assembling", "succeeded", "failed", "cancelled")
-
-#: States after which nothing more happens to a book.
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class BookNotFoundError(NotFoundError):
@@ -183,7 +178,7 @@ class BookStore:
         record = {
             "id": book_id,
             "owner": owner,
-            "state": "queued",
+            "state": BookState.QUEUED,
             "title": spec.title or book.title,
             "author": spec.author if spec.author is not None else book.author,
             "cover_type": book.cover_type or "",
@@ -278,7 +273,7 @@ class BookStore:
             )
         eta = None
         started = float(rec["started_at"]) if rec.get("started_at") else None
-        if started and done and rec["state"] == "rendering":
+        if started and done and rec["state"] == BookState.RENDERING:
             elapsed = time.time() - started
             eta = round(elapsed / len(done) * (total - len(done)), 1)
         manifest = json.loads(rec["manifest"]) if rec.get("manifest") else None
@@ -314,9 +309,9 @@ class BookStore:
     def cancel(self, book_id: str, owner: str | None = None) -> None:
         """Cancel a book: workers stop before their next segment; finished books cannot be cancelled."""
         rec = self.record(book_id, owner)
-        if rec["state"] in TERMINAL:
+        if rec["state"] in FINISHED:
             raise ConflictError(f"Book {book_id} is already {rec['state']}.", state=rec["state"])
-        self.redis.hset(self.keys.book(book_id), mapping={"state": "cancelled", "finished_at": time.time()})
+        self.redis.hset(self.keys.book(book_id), mapping={"state": BookState.CANCELLED, "finished_at": time.time()})
         self.redis.srem(self.keys.books_active(), book_id)
 
     def state(self, book_id: str) -> str:
@@ -328,7 +323,7 @@ class BookStore:
         self.redis.hset(self.keys.book_batches(book_id), str(batch), f"running:{worker}")
         key = self.keys.book(book_id)
         if self.redis.hsetnx(key, "started_at", time.time()):
-            self.redis.hset(key, "state", "rendering")
+            self.redis.hset(key, "state", BookState.RENDERING)
 
     def is_segment_done(self, book_id: str, index: int) -> bool:
         """True when segment ``index`` of the book has been rendered (or taken from its checkpoint)."""
@@ -358,7 +353,7 @@ class BookStore:
     def try_assembly(self, book_id: str) -> bool:
         """Take the assembly lock if every segment is done and nobody holds it."""
         rec = self.record(book_id)
-        if rec["state"] in TERMINAL:
+        if rec["state"] in FINISHED:
             return False
         done = int(self.redis.scard(self.keys.book_done(book_id)))
         if done < int(rec["segments_total"]):
@@ -370,13 +365,13 @@ class BookStore:
 
     def start_assembly(self, book_id: str) -> None:
         """Mark the book as being assembled (the caller holds its lock)."""
-        self.redis.hset(self.keys.book(book_id), "state", "assembling")
+        self.redis.hset(self.keys.book(book_id), "state", BookState.ASSEMBLING)
 
     def succeed(self, book_id: str, manifest: dict[str, Any]) -> None:
         """Record the finished audiobook."""
         self.redis.hset(
             self.keys.book(book_id),
-            mapping={"state": "succeeded", "finished_at": time.time(), "manifest": json.dumps(manifest)},
+            mapping={"state": BookState.SUCCEEDED, "finished_at": time.time(), "manifest": json.dumps(manifest)},
         )
         self.redis.srem(self.keys.books_active(), book_id)
         self.redis.delete(self.keys.book_lock(book_id))
@@ -386,7 +381,7 @@ class BookStore:
         self.redis.hset(
             self.keys.book(book_id),
             mapping={
-                "state": "failed",
+                "state": BookState.FAILED,
                 "finished_at": time.time(),
                 "error_code": code,
                 "error_message": message,

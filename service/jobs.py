@@ -19,18 +19,17 @@ import hashlib
 import json
 import math
 import time
+import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis as redis_lib
 
 from config import defaults
 from service.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
-from service.keys import STATES, Keys, check_owner, is_id, new_id
-
-#: States a job never leaves.
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from service.keys import Keys, check_owner, is_id, new_id
+from service.states import JOB_STATES, JobState
 
 #: Which states each state may be entered from. ``running`` -> ``running`` is a redelivery after a
 #: lost worker; ``running`` -> ``queued`` (orphan recovery) goes through ``requeue_orphan`` only.
@@ -65,7 +64,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', ARGV[5])
 return {1, ARGV[1]}
 """
 
-# KEYS: job, state zsets (STATES order), queued zset, events channel
+# KEYS: job, state zsets (JOB_STATES order), queued zset, events channel
 # ARGV: id, new state, allowed-from (comma list), ttl, event json, field, value, ...
 _TRANSITION = """
 local cur = redis.call('HGET', KEYS[1], 'state')
@@ -151,18 +150,22 @@ class JobSpec:
 
 @dataclass
 class Job:
-    """One job as stored: spec, state, progress, timestamps, error and result."""
+    """One job as stored: spec, state, progress, timestamps, error and result (one Redis hash).
+
+    The hash is this dataclass, field for field (:meth:`to_hash`, :meth:`from_hash`): a new field needs
+    no change to the store. Hash fields that are not dataclass fields (``render_seconds``) land in ``extra``.
+    """
 
     id: str
-    state: str
+    state: JobState
     owner: str
-    text: str
-    voice: str
-    speed: float
-    format: str
-    language: str | None
-    priority: str
-    queue: str
+    text: str = ""
+    voice: str = defaults.VOICE
+    speed: float = defaults.SPEED
+    format: str = defaults.FORMAT
+    language: str | None = None
+    priority: str = defaults.PRIORITY
+    queue: str = defaults.QUEUE
     kind: str = "job"
     webhook_url: str | None = None
     request_id: str | None = None
@@ -188,19 +191,22 @@ class Job:
     @property
     def is_terminal(self) -> bool:
         """True once the job succeeded, failed or was cancelled."""
-        return self.state in TERMINAL_STATES
+        return self.state.is_terminal
 
     @property
     def spec(self) -> JobSpec:
         """The job's render spec."""
-        return JobSpec(
-            self.text, self.voice, self.speed, self.format, self.language, self.priority, self.webhook_url
-        )
+        return JobSpec(**{f.name: getattr(self, f.name) for f in fields(JobSpec)})
 
     @property
     def text_chars(self) -> int:
         """Length of the text, for ETAs."""
         return len(self.text)
+
+    def to_hash(self) -> dict[str, Any]:
+        """The job's fields as a Redis hash (see :func:`_fields` for how values are written)."""
+        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **{name: _coerce(name, value) for name, value in record.items()}}
 
     @classmethod
     def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
@@ -211,53 +217,46 @@ class Job:
             )
             for k, v in raw.items()
         }
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra" or f.name not in data:
+                continue
+            kind, optional = _FIELD_KINDS[f.name]
+            text = data.pop(f.name)
+            if text == "":
+                # Written as None (optional fields), or a counter never set: the field's default.
+                if not optional and kind is not str:
+                    continue
+                values[f.name] = None if optional else text
+            else:
+                values[f.name] = _decode(kind, text)
+        return cls(**values, extra=data)
 
-        def opt(name: str) -> str | None:
-            value = data.pop(name, "")
-            return value if value != "" else None
 
-        def opt_float(name: str) -> float | None:
-            value = opt(name)
-            return float(value) if value is not None else None
+def _decode(kind: type, text: str) -> Any:
+    """One hash value as the field's type."""
+    if kind is bool:
+        return text == "1"
+    return kind(text)
 
-        def opt_int(name: str) -> int | None:
-            value = opt(name)
-            return int(value) if value is not None else None
 
-        job = cls(
-            id=data.pop("id"),
-            state=data.pop("state"),
-            owner=data.pop("owner"),
-            text=data.pop("text", ""),
-            voice=data.pop("voice", defaults.VOICE),
-            speed=float(data.pop("speed", defaults.SPEED)),
-            format=data.pop("format", defaults.FORMAT),
-            language=opt("language"),
-            priority=data.pop("priority", defaults.PRIORITY),
-            queue=data.pop("queue", defaults.QUEUE),
-            kind=data.pop("kind", "job"),
-            webhook_url=opt("webhook_url"),
-            request_id=opt("request_id"),
-            fingerprint=data.pop("fingerprint", ""),
-            created_at=float(data.pop("created_at", 0)),
-            started_at=opt_float("started_at"),
-            finished_at=opt_float("finished_at"),
-            segments_done=int(data.pop("segments_done", 0) or 0),
-            segments_total=opt_int("segments_total"),
-            audio_seconds=float(data.pop("audio_seconds", 0) or 0),
-            error_code=opt("error_code"),
-            error_message=opt("error_message"),
-            result_key=opt("result_key"),
-            result_size=opt_int("result_size"),
-            result_duration=opt_float("result_duration"),
-            result_content_type=opt("result_content_type"),
-            result_etag=opt("result_etag"),
-            cancel_requested=data.pop("cancel_requested", "0") == "1",
-            attempts=int(data.pop("attempts", 0) or 0),
-            worker=opt("worker"),
-        )
-        job.extra = data
-        return job
+def _coerce(name: str, value: Any) -> Any:
+    """A value as its field's type, so it is written in one form (``speed`` 1 -> 1.0)."""
+    kind, _ = _FIELD_KINDS[name]
+    return float(value) if kind is float and value is not None else value
+
+
+def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
+    """Each field's value type and whether it may be None, read from the annotations."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        kinds[name] = (args[0] if optional else hint, optional)
+    return kinds
+
+
+_FIELD_KINDS = _field_kinds(Job)
 
 
 @dataclass(frozen=True)
@@ -348,27 +347,17 @@ class JobStore:
             job_id = job_id or new_id()
             now = time.time()
             priority = defaults.PRIORITIES.get(spec.priority, defaults.PRIORITIES[defaults.PRIORITY])
-            record = {
-                "id": job_id,
-                "state": "queued",
-                "owner": owner,
-                "kind": kind,
-                "queue": queue,
-                "text": spec.text,
-                "voice": spec.voice,
-                "speed": float(spec.speed),
-                "format": spec.format,
-                "language": spec.language,
-                "priority": spec.priority,
-                "webhook_url": spec.webhook_url,
-                "request_id": request_id,
-                "fingerprint": fingerprint,
-                "created_at": now,
-                "segments_done": 0,
-                "audio_seconds": 0.0,
-                "attempts": 0,
-                "cancel_requested": False,
-            }
+            job = Job(
+                id=job_id,
+                state=JobState.QUEUED,
+                owner=owner,
+                queue=queue,
+                kind=kind,
+                request_id=request_id,
+                fingerprint=fingerprint,
+                created_at=now,
+                **asdict(spec),
+            )
             created, found_id = self._create(
                 keys=[
                     self.keys.job(job_id),
@@ -384,7 +373,7 @@ class JobStore:
                     repr(now),
                     repr(priority * _PRIORITY_WEIGHT + now * 1000),
                     repr(now - self.ttl),
-                    *_fields(record),
+                    *_fields(job.to_hash()),
                 ],
             )
             found_id = found_id.decode() if isinstance(found_id, bytes) else found_id
@@ -483,10 +472,10 @@ class JobStore:
         """Number of jobs in each state (jobs within the retention time)."""
         cutoff = time.time() - self.ttl
         with self.redis.pipeline(transaction=False) as pipe:
-            for state in STATES:
+            for state in JOB_STATES:
                 pipe.zcount(self.keys.jobs_in_state(state), cutoff, "+inf")
             counts = pipe.execute()
-        return dict(zip(STATES, (int(c) for c in counts), strict=True))
+        return dict(zip(JOB_STATES, (int(c) for c in counts), strict=True))
 
     # State changes ------------------------------------------------------------------------------
     def _move(
@@ -505,7 +494,7 @@ class JobStore:
         moved, previous = self._transition(
             keys=[
                 self.keys.job(job_id),
-                *(self.keys.jobs_in_state(s) for s in STATES),
+                *(self.keys.jobs_in_state(s) for s in JOB_STATES),
                 self.keys.queued(queue),
                 self.keys.job_events(job_id),
             ],

@@ -12,6 +12,7 @@ import re
 import uuid
 
 from service.exceptions import InvalidKeyError
+from service.states import JOB_STATES
 
 #: Job and book ids: 32 lower-case hex digits (a UUID4 without dashes).
 ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -27,9 +28,6 @@ PART_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 #: Top-level storage areas.
 STORAGE_KINDS: tuple[str, ...] = ("jobs", "books", "segments", "previews", "health")
-
-#: Job states, each with its own index.
-STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 
 #: kombu's separator between a queue name and its priority step (``Channel.sep``).
 BROKER_PRIORITY_SEP = "\x06\x16"
@@ -74,8 +72,8 @@ def check_part(value: object) -> str:
 
 def check_state(state: str) -> str:
     """Return ``state`` if it is a job state."""
-    if state not in STATES:
-        raise InvalidKeyError(f"Unknown job state {state!r}; states: {', '.join(STATES)}.")
+    if state not in JOB_STATES:
+        raise InvalidKeyError(f"Unknown job state {state!r}; states: {', '.join(JOB_STATES)}.")
     return state
 
 

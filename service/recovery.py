@@ -12,7 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from config import defaults
-from service.books import TERMINAL, BookNotFoundError, BookStore, _text
+from service.books import BookNotFoundError, BookStore, _text
+from service.states import FINISHED, BookState
 from service.task_names import BOOK_ASSEMBLE
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
         except BookNotFoundError:
             store.redis.srem(store.keys.books_active(), book_id)
             continue
-        if rec["state"] in TERMINAL:
+        if rec["state"] in FINISHED:
             store.redis.srem(store.keys.books_active(), book_id)
             continue
         batches = store.redis.hgetall(store.keys.book_batches(book_id))
@@ -75,7 +76,7 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
                     "book %s batch %d was on %s, which stopped beating: requeued", book_id, batch, status
                 )
         if (
-            rec["state"] in ("rendering", "assembling")
+            rec["state"] in (BookState.RENDERING, BookState.ASSEMBLING)
             and not store.redis.exists(store.keys.book_lock(book_id))
             and int(store.redis.scard(store.keys.book_done(book_id))) >= int(rec["segments_total"])
             and store.try_assembly(book_id)

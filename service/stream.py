@@ -37,6 +37,7 @@ from engine.audio import AUDIO_FORMATS, STREAM_FORMATS, StreamEncoder, normalize
 from engine.exceptions import SpoolError
 from service.exceptions import ConflictError, InvalidRequestError, ServiceError
 from service.keys import Keys
+from service.states import FINISHED
 
 if TYPE_CHECKING:
     from service.storage import Storage
@@ -60,7 +61,6 @@ REPLAY_INDEX = "chunks.json"
 INDEX_VERSION = 1
 
 #: Job states after which no more chunks come.
-_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 # KEYS: stream, channel.
 # ARGV: type, maxlen, ttl, rate, samples, pcm, meta json, wake-up json tail (starts with ',' or '}').
@@ -556,7 +556,7 @@ class ChunkStream:
                     job_id, job_state, "job_not_found", f"Job {job_id} no longer exists (it expired)."
                 )
                 return
-            terminal = job_state["state"] in _TERMINAL
+            terminal = job_state["state"] in FINISHED
             if terminal and (grace_used or not self.redis.exists(key)):
                 # Finished, and the stream holds no closing entry: replay from storage or report.
                 yield from self._ended_without_stream(job_id, job_state, storage, next_seq, audio)

@@ -14,8 +14,8 @@ from app.auth import current_owner
 from app.schemas import parse_job_request, parse_limit
 from engine.audio import AUDIO_FORMATS
 from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
-from service.keys import STATES
 from service.logging import bind_job
+from service.states import JOB_STATES
 
 log = logging.getLogger("spool.api.jobs")
 
@@ -71,9 +71,9 @@ def create_job():  # type: ignore[no-untyped-def]
 def list_jobs():  # type: ignore[no-untyped-def]
     """Page through the caller's jobs, newest first, optionally in one state."""
     state = request.args.get("state") or None
-    if state is not None and state not in STATES:
+    if state is not None and state not in JOB_STATES:
         raise InvalidRequestError(
-            f"Invalid state {state!r}: use one of {', '.join(STATES)}.", field="state", states=list(STATES)
+            f"Invalid state {state!r}: use one of {', '.join(JOB_STATES)}.", field="state", states=list(JOB_STATES)
         )
     limit = parse_limit(request.args.get("limit"))
     page = services().jobs.list(

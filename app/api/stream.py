@@ -22,8 +22,9 @@ from app.api import job_payload
 from app.auth import current_owner
 from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
 from service.exceptions import JobNotReadyError
-from service.jobs import TERMINAL_STATES, Job
+from service.jobs import Job
 from service.logging import bind_job
+from service.states import FINISHED
 from service.stream import (
     ChunkStream,
     StreamEvent,
@@ -253,7 +254,7 @@ class EventSession:
                     yield sse("error", {"code": "job_not_found", "message": "The job has expired."})
                     return
                 # Also catches chunks whose wake-up was dropped, and a job that ended without one.
-                for text in self.catch_up(follow=state in TERMINAL_STATES):
+                for text in self.catch_up(follow=state in FINISHED):
                     wrote = True
                     yield text
             if wrote:
