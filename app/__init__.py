@@ -16,6 +16,7 @@ from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import auth, request_log
+from app.schemas import ErrorBody
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
 from service import logging as spool_logging
@@ -64,13 +65,15 @@ def _settings_from(config: Settings | Mapping[str, Any] | None) -> Settings:
 
 def error_response(code: str, message: str, status: int, details: Mapping[str, Any] | None = None):
     """A JSON error body ``{"error": {"code", "message", "details"}}`` with its status."""
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = dict(details)
-    request_id = g.get("request_id") if g else None
-    if request_id:
-        body["request_id"] = request_id
-    return jsonify({"error": body}), status
+    body = ErrorBody(
+        code=code,
+        message=message,
+        details=dict(details) if details else None,
+        request_id=(g.get("request_id") if g else None) or None,
+    )
+    # Only the envelope's empty fields are left out; None inside details is the caller's to send.
+    fields = {name: value for name, value in body.model_dump().items() if value is not None}
+    return jsonify({"error": fields}), status
 
 
 def _register_errors(app: Flask) -> None:

@@ -10,8 +10,19 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from app import services
 from app.api import job_links, job_payload, json_body
+from app.apidoc import AUDIO, operation
 from app.auth import current_owner
-from app.schemas import parse_job_request, parse_limit
+from app.schemas import (
+    AudioQuery,
+    Error,
+    Job,
+    JobList,
+    JobListQuery,
+    JobRequest,
+    dump,
+    parse_job_request,
+    parse_limit,
+)
 from engine.audio import AUDIO_FORMATS
 from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
 from service.logging import bind_job
@@ -42,6 +53,21 @@ def idempotency_key() -> str | None:
 
 
 @bp.post("")
+@operation(
+    tag="jobs",
+    operation_id="createJob",
+    body=JobRequest,
+    headers=("Idempotency-Key", "X-Request-ID"),
+    responses={
+        202: (Job, "Stored and queued (or the job of a reused Idempotency-Key)."),
+        400: (Error, "Invalid field or malformed JSON."),
+        413: (Error, "Body or text too long."),
+        415: (Error, "Body is not JSON."),
+        422: (Error, "Idempotency-Key reused with a different body."),
+        503: (Error, "Redis or the broker is unreachable."),
+    },
+    response_headers={202: ("Location",)},
+)
 def create_job():  # type: ignore[no-untyped-def]
     """Validate a job request, store it, and put it on the queue."""
     svc = services()
@@ -68,6 +94,12 @@ def create_job():  # type: ignore[no-untyped-def]
 
 
 @bp.get("")
+@operation(
+    tag="jobs",
+    operation_id="listJobs",
+    query=JobListQuery,
+    responses={200: (JobList, "One page of jobs."), 400: (Error, "Invalid state, limit or cursor.")},
+)
 def list_jobs():  # type: ignore[no-untyped-def]
     """Page through the caller's jobs, newest first, optionally in one state."""
     state = request.args.get("state") or None
@@ -79,17 +111,16 @@ def list_jobs():  # type: ignore[no-untyped-def]
     page = services().jobs.list(
         owner=current_owner(), state=state, limit=limit, cursor=request.args.get("cursor") or None
     )
-    return jsonify(
-        {
-            "object": "list",
-            "data": [job_payload(job, detail=False) for job in page.jobs],
-            "has_more": page.next_cursor is not None,
-            "next_cursor": page.next_cursor,
-        }
+    body = JobList(
+        data=[job_payload(job, detail=False) for job in page.jobs],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
     )
+    return jsonify(dump(body))
 
 
 @bp.get("/<job_id>")
+@operation(tag="jobs", operation_id="getJob", responses={200: (Job, "The job."), 404: (Error, "No such job.")})
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
     """A job's state, progress, queue position, ETA, error and result."""
     job = services().jobs.get(job_id, current_owner())
@@ -98,6 +129,16 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/<job_id>")
+@operation(
+    tag="jobs",
+    operation_id="cancelJob",
+    responses={
+        200: (Job, "Cancelled (or already cancelled)."),
+        202: (Job, "Running: will stop after the current segment."),
+        404: (Error, "No such job."),
+        409: (Error, "Already finished."),
+    },
+)
 def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
     """Cancel a job: a queued one never runs; a running one stops after its current segment."""
     svc = services()
@@ -146,6 +187,21 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 @bp.get("/<job_id>/audio")
+@operation(
+    tag="jobs",
+    operation_id="getJobAudio",
+    query=AudioQuery,
+    headers=("Range",),
+    responses={
+        200: (AUDIO, "The whole file."),
+        206: (AUDIO, "The requested byte range."),
+        302: "Presigned storage URL in Location.",
+        304: "Unchanged (If-None-Match).",
+        404: (Error, "No such job."),
+        409: (Error, "The job has no audio (yet)."),
+        416: (Error, "Range not satisfiable."),
+    },
+)
 def get_audio(job_id: str):  # type: ignore[no-untyped-def]
     """Download the finished audio: a presigned redirect, or the bytes with Range support."""
     svc = services()
