@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``, generated from the routes and the API's models.
 
 A view declares what it takes and answers with :func:`operation` (request body model, query model,
-responses by status as a model or ``"audio"`` and a description); the schemas are the pydantic
+responses by status as a model or ``"audio"`` and a description, errors by status); the schemas are the pydantic
 models of ``app/schemas.py``, emitted by pydantic itself. Every route the app serves is listed: one
 without a declaration gets a minimal entry from its rule and docstring.
 """
@@ -47,8 +47,11 @@ HEADERS: dict[str, dict[str, Any]] = {
     "Range": {"schema": {"type": "string"}, "example": "bytes=0-1023"},
 }
 
-#: The response every authenticated operation may give.
+#: The error every authenticated operation may answer.
 AUTH_ERROR = {401: "Missing or invalid API key."}
+
+#: Headers of the operations that submit a job.
+SUBMIT_HEADERS: tuple[str, ...] = ("Idempotency-Key", "X-Request-ID")
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -59,6 +62,8 @@ class Operation:
 
     tag: str
     responses: Mapping[int, str | tuple[type[BaseModel] | str, str]]
+    #: Error responses by status, each an :class:`~app.schemas.Error` body with this description.
+    errors: Mapping[int, str] = field(default_factory=dict)
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     headers: tuple[str, ...] = ()
@@ -125,7 +130,8 @@ def _operation_object(op: Operation, endpoint: str, summary: str) -> dict[str, A
     parameters = [{"name": h, "in": "header", "required": False, **HEADERS[h]} for h in op.headers]
     if op.query is not None:
         parameters = _query_parameters(op.query) + parameters
-    responses = dict(op.responses) if op.public else {**op.responses, **AUTH_ERROR}
+    errors = dict(op.errors) if op.public else {**op.errors, **AUTH_ERROR}
+    responses = {**op.responses, **{status: (Error, text) for status, text in errors.items()}}
     item: dict[str, Any] = {
         "operationId": op.operation_id or endpoint.rsplit(".", 1)[-1],
         "tags": [op.tag],

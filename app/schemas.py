@@ -438,33 +438,29 @@ def job_to_dict(
             render_seconds=float(render_seconds) if render_seconds else None,
         )
     error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+    # Fields the record has under the same name are shown as they are; the rest are computed here.
+    same = {name: getattr(job, name) for name in Job.model_fields if hasattr(job, name)}
     body = Job(
-        id=job.id,
-        kind=job.kind,
-        state=str(job.state),
-        voice=job.voice,
-        speed=job.speed,
-        format=job.format,
-        language=job.language,
-        priority=job.priority,
-        text_chars=job.text_chars,
-        text_preview=job.text[:120],
-        progress=Progress(
-            segments_done=job.segments_done,
-            segments_total=total,
-            audio_seconds=round(job.audio_seconds, 3),
-            percent=percent,
-        ),
-        queue_position=queue_position,
-        eta_seconds=eta_seconds,
-        cancel_requested=job.cancel_requested and not job.is_terminal,
-        created_at=iso_time(job.created_at),
-        started_at=iso_time(job.started_at),
-        finished_at=iso_time(job.finished_at),
-        attempts=job.attempts,
-        error=error,
-        result=result,
-        links=JobLinks(self_=links["self"], audio=links["audio"], stream=links["stream"], events=links["events"]),
+        **same
+        | {
+            "state": str(job.state),
+            "text_preview": job.text[:120],
+            "progress": Progress(
+                segments_done=job.segments_done,
+                segments_total=total,
+                audio_seconds=round(job.audio_seconds, 3),
+                percent=percent,
+            ),
+            "queue_position": queue_position,
+            "eta_seconds": eta_seconds,
+            "cancel_requested": job.cancel_requested and not job.is_terminal,
+            "created_at": iso_time(job.created_at),
+            "started_at": iso_time(job.started_at),
+            "finished_at": iso_time(job.finished_at),
+            "error": error,
+            "result": result,
+            "links": JobLinks.model_validate(links),
+        }
     )
     return dump(body)
 

@@ -347,17 +347,8 @@ class JobStore:
             job_id = job_id or new_id()
             now = time.time()
             priority = defaults.PRIORITIES.get(spec.priority, defaults.PRIORITIES[defaults.PRIORITY])
-            job = Job(
-                id=job_id,
-                state=JobState.QUEUED,
-                owner=owner,
-                queue=queue,
-                kind=kind,
-                request_id=request_id,
-                fingerprint=fingerprint,
-                created_at=now,
-                **asdict(spec),
-            )
+            job = Job(job_id, JobState.QUEUED, owner, **asdict(spec), queue=queue, kind=kind, created_at=now)
+            job.request_id, job.fingerprint = request_id, fingerprint
             created, found_id = self._create(
                 keys=[
                     self.keys.job(job_id),

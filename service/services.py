@@ -42,7 +42,8 @@ class Services:
         self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
         self.catalog = VoiceCatalog(settings.assets_path)
         self._storage = storage
-        self._streams: ChunkStream | None = None
+        # Cheap to build (no round trip until first use), so not lazy.
+        self.streams = ChunkStream(self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl)
         self._celery: Celery | None = None
         self._lock = threading.Lock()
 
@@ -54,18 +55,6 @@ class Services:
                 if self._storage is None:
                     self._storage = storage_from_settings(self.settings)
         return self._storage
-
-    @property
-    def streams(self) -> ChunkStream:
-        """The chunk streams of jobs (progressive playback)."""
-        if self._streams is None:
-            with self._lock:
-                if self._streams is None:
-                    settings = self.settings
-                    self._streams = ChunkStream(
-                        self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl
-                    )
-        return self._streams
 
     @property
     def celery(self) -> Celery:

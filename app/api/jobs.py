@@ -10,11 +10,10 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from app import services
 from app.api import job_links, job_payload, json_body
-from app.apidoc import AUDIO, operation
+from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
 from app.auth import current_owner
 from app.schemas import (
     AudioQuery,
-    Error,
     Job,
     JobList,
     JobListQuery,
@@ -57,16 +56,16 @@ def idempotency_key() -> str | None:
     tag="jobs",
     operation_id="createJob",
     body=JobRequest,
-    headers=("Idempotency-Key", "X-Request-ID"),
-    responses={
-        202: (Job, "Stored and queued (or the job of a reused Idempotency-Key)."),
-        400: (Error, "Invalid field or malformed JSON."),
-        413: (Error, "Body or text too long."),
-        415: (Error, "Body is not JSON."),
-        422: (Error, "Idempotency-Key reused with a different body."),
-        503: (Error, "Redis or the broker is unreachable."),
-    },
+    headers=SUBMIT_HEADERS,
+    responses={202: (Job, "Stored and queued (or the job of a reused Idempotency-Key).")},
     response_headers={202: ("Location",)},
+    errors={
+        400: "Invalid field or malformed JSON.",
+        413: "Body or text too long.",
+        415: "Body is not JSON.",
+        422: "Idempotency-Key reused with a different body.",
+        503: "Redis or the broker is unreachable.",
+    },
 )
 def create_job():  # type: ignore[no-untyped-def]
     """Validate a job request, store it, and put it on the queue."""
@@ -98,7 +97,8 @@ def create_job():  # type: ignore[no-untyped-def]
     tag="jobs",
     operation_id="listJobs",
     query=JobListQuery,
-    responses={200: (JobList, "One page of jobs."), 400: (Error, "Invalid state, limit or cursor.")},
+    responses={200: (JobList, "One page of jobs.")},
+    errors={400: "Invalid state, limit or cursor."},
 )
 def list_jobs():  # type: ignore[no-untyped-def]
     """Page through the caller's jobs, newest first, optionally in one state."""
@@ -120,7 +120,7 @@ def list_jobs():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/<job_id>")
-@operation(tag="jobs", operation_id="getJob", responses={200: (Job, "The job."), 404: (Error, "No such job.")})
+@operation(tag="jobs", operation_id="getJob", responses={200: (Job, "The job.")}, errors={404: "No such job."})
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
     """A job's state, progress, queue position, ETA, error and result."""
     job = services().jobs.get(job_id, current_owner())
@@ -135,9 +135,8 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
     responses={
         200: (Job, "Cancelled (or already cancelled)."),
         202: (Job, "Running: will stop after the current segment."),
-        404: (Error, "No such job."),
-        409: (Error, "Already finished."),
     },
+    errors={404: "No such job.", 409: "Already finished."},
 )
 def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
     """Cancel a job: a queued one never runs; a running one stops after its current segment."""
@@ -197,10 +196,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         206: (AUDIO, "The requested byte range."),
         302: "Presigned storage URL in Location.",
         304: "Unchanged (If-None-Match).",
-        404: (Error, "No such job."),
-        409: (Error, "The job has no audio (yet)."),
-        416: (Error, "Range not satisfiable."),
     },
+    errors={404: "No such job.", 409: "The job has no audio (yet).", 416: "Range not satisfiable."},
 )
 def get_audio(job_id: str):  # type: ignore[no-untyped-def]
     """Download the finished audio: a presigned redirect, or the bytes with Range support."""

@@ -16,9 +16,9 @@ from app import services
 from app.api import job_links, json_body
 from app.api.jobs import idempotency_key
 from app.api.stream import stream_job_response
-from app.apidoc import AUDIO, operation
+from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
 from app.auth import current_owner
-from app.schemas import Error, SpeechRequest, parse_speech_request
+from app.schemas import SpeechRequest, parse_speech_request
 from engine.audio import AUDIO_FORMATS
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError, JobFailedError, JobTimeoutError
@@ -56,15 +56,15 @@ class _JobError(SpoolError):
     tag="openai",
     operation_id="createSpeech",
     body=SpeechRequest,
-    headers=("Idempotency-Key", "X-Request-ID"),
-    responses={
-        200: (AUDIO, "The audio."),
-        400: (Error, "Invalid field."),
-        409: (Error, "The job was cancelled."),
-        502: (Error, "Synthesis failed."),
-        504: (Error, "Not ready in time; details.job_url can be polled."),
-    },
+    headers=SUBMIT_HEADERS,
+    responses={200: (AUDIO, "The audio.")},
     response_headers={200: ("X-Job-Id",)},
+    errors={
+        400: "Invalid field.",
+        409: "The job was cancelled.",
+        502: "Synthesis failed.",
+        504: "Not ready in time; details.job_url can be polled.",
+    },
 )
 def create_speech():  # type: ignore[no-untyped-def]
     """Render ``input`` and answer with the audio (or stream it with ``stream: true``)."""
