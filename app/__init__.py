@@ -1,15 +1,13 @@
 """The Spool web app: ``create_app()`` builds it; ``services()`` gives a request the shared services.
 
-Blueprints ``app.api.jobs``, ``app.api.speech`` and ``app.api.system`` are always
-registered; ``app.api.stream``, ``app.api.books`` and ``app.web`` are registered
-when those modules are installed. Each defines ``bp``.
+Blueprints: ``app.api.jobs``, ``app.api.speech``, ``app.api.stream``, ``app.api.books``,
+``app.api.system`` and ``app.web`` (the player page); each defines ``bp``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import logging as pylogging  # not `logging`: that name is the app.logging submodule here
+import logging as pylogging  # not `logging`: the service's logging module is imported as well
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,20 +15,15 @@ import redis as redis_lib
 from flask import Flask, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import auth
-from app import logging as spool_logging
-from app.exceptions import ServiceUnavailableError
-from app.services import Services
+from app import auth, request_log
+from app.schemas import ErrorBody
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
+from service import logging as spool_logging
+from service.exceptions import ServiceUnavailableError
+from service.services import Services
 
 log = pylogging.getLogger("spool.app")
-
-#: Blueprint modules every deployment has.
-CORE_BLUEPRINTS: tuple[str, ...] = ("app.api.jobs", "app.api.speech", "app.api.system")
-
-#: Blueprint modules registered only when installed (streaming, books, player page).
-OPTIONAL_BLUEPRINTS: tuple[str, ...] = ("app.api.stream", "app.api.books", "app.web")
 
 #: Extension name under which the shared services hang on the app.
 EXTENSION = "spool"
@@ -72,13 +65,15 @@ def _settings_from(config: Settings | Mapping[str, Any] | None) -> Settings:
 
 def error_response(code: str, message: str, status: int, details: Mapping[str, Any] | None = None):
     """A JSON error body ``{"error": {"code", "message", "details"}}`` with its status."""
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = dict(details)
-    request_id = g.get("request_id") if g else None
-    if request_id:
-        body["request_id"] = request_id
-    return jsonify({"error": body}), status
+    body = ErrorBody(
+        code=code,
+        message=message,
+        details=dict(details) if details else None,
+        request_id=(g.get("request_id") if g else None) or None,
+    )
+    # Only the envelope's empty fields are left out; None inside details is the caller's to send.
+    fields = {name: value for name, value in body.model_dump().items() if value is not None}
+    return jsonify({"error": fields}), status
 
 
 def _register_errors(app: Flask) -> None:
@@ -128,18 +123,14 @@ def _register_errors(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> list[str]:
-    """Register the core blueprints and any optional ones that are installed; return their module names."""
-    registered = []
-    for name in (*CORE_BLUEPRINTS, *OPTIONAL_BLUEPRINTS):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_BLUEPRINTS and exc.name == name:
-                continue
-            raise
+    """Register every blueprint of the API and the player page; return their module names."""
+    from app import web
+    from app.api import books, jobs, speech, stream, system
+
+    modules = (jobs, speech, system, stream, books, web)
+    for module in modules:
         app.register_blueprint(module.bp)
-        registered.append(name)
-    return registered
+    return [module.__name__ for module in modules]
 
 
 def create_app(
@@ -152,7 +143,8 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = max(settings.max_upload_bytes, settings.max_body_bytes)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = services_ or Services(settings)
-    spool_logging.init_app(app)
+    app.spool_warm_up = app.extensions[EXTENSION].warm_up  # type: ignore[attr-defined]  (config/gunicorn.py)
+    request_log.init_app(app)
     auth.init_app(app, settings.api_keys)
     _register_errors(app)
     app.extensions["spool_blueprints"] = register_blueprints(app)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from flask import Flask, g, request
 
-from app.exceptions import AuthenticationError
+from service.exceptions import AuthenticationError
 
 #: Owner of every job when no API keys are configured.
 PUBLIC_OWNER = "public"

@@ -1,28 +1,30 @@
-"""Request validation and response shapes of the job API.
+"""Request and response models of the HTTP API, declared once: they shape the JSON and generate ``/openapi.json``.
 
-Validation raises a SpoolError naming the field, what was wrong and what is
-valid; the app turns it into ``{"error": {"code", "message", "details"}}``.
+The pydantic models below are the API's shapes; ``app/apidoc.py`` turns them into the OpenAPI
+document. Validation of a request body is done field by field by the ``check_*`` functions, which
+raise a SpoolError naming the field, what was wrong and what is valid (messages a generic validator
+cannot give); the app turns it into ``{"error": {"code", "message", "details"}}``.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
-from app.catalog import Catalog, normalize_language
-from app.exceptions import InvalidRequestError, PayloadTooLargeError
-from app.jobs import Job, JobSpec
-from config import defaults
-from engine.audio import CONTENT_TYPES, FORMATS, normalize_format
-from engine.exceptions import InvalidTextError, UnsupportedFormatError
-from engine.voices import check_speed
+from pydantic import BaseModel, ConfigDict, Field
 
-#: Fields ``POST /v1/jobs`` accepts.
-JOB_FIELDS: tuple[str, ...] = ("text", "voice", "speed", "format", "language", "priority", "webhook_url")
+from config import defaults
+from engine.audio import AUDIO_FORMATS, FORMATS, normalize_format
+from engine.catalog import VoiceCatalog
+from engine.exceptions import InvalidTextError, UnsupportedFormatError
+from engine.languages import check_language
+from engine.voices import SPEED_RANGE, check_speed
+from service import jobs
+from service.exceptions import InvalidRequestError, PayloadTooLargeError
+from service.jobs import JobSpec, iso_time
+from service.states import JOB_STATES
 
 #: ``model`` values ``POST /v1/audio/speech`` accepts (OpenAI's names are served by Kokoro).
 SPEECH_MODELS: tuple[str, ...] = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -54,6 +56,178 @@ SPEECH_FORMATS: dict[str, str | None] = {
 
 #: Longest webhook URL accepted.
 MAX_URL_CHARS = 2048
+
+
+#: Formats ``response_format`` may name (``SPEECH_FORMATS`` entries that are supported).
+SPEECH_RESPONSE_FORMATS: tuple[str, ...] = tuple(k for k, v in SPEECH_FORMATS.items() if v)
+
+_SPEED_LOW, _SPEED_HIGH = SPEED_RANGE
+
+
+class JobRequest(BaseModel):
+    """The body of ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        max_length=defaults.MAX_TEXT_CHARS,
+        description="Text to speak (limit set by SPOOL_MAX_TEXT_CHARS).",
+    )
+    voice: str = Field(
+        defaults.VOICE, description="Voice name, blend such as 'af_bella(2)+af_sky(1)', or 'piper:NAME'."
+    )
+    speed: float = Field(defaults.SPEED, ge=_SPEED_LOW, le=_SPEED_HIGH)
+    format: Literal[FORMATS] = defaults.FORMAT  # type: ignore[valid-type]
+    language: str | None = Field(
+        None,
+        description="Language code (en-us, en-gb, es, fr-fr, hi, it, ja, pt-br, cmn); null uses the voice's own.",
+    )
+    priority: Literal[defaults.CLIENT_PRIORITIES] = defaults.PRIORITY  # type: ignore[valid-type]
+    webhook_url: str | None = Field(
+        None, json_schema_extra={"format": "uri"}, description="POSTed the job's JSON when it finishes."
+    )
+
+
+#: Fields ``POST /v1/jobs`` accepts.
+JOB_FIELDS: tuple[str, ...] = tuple(JobRequest.model_fields)
+
+
+class SpeechRequest(BaseModel):
+    """The body of ``POST /v1/audio/speech`` (OpenAI's shape; its other fields are ignored)."""
+
+    model: Literal[SPEECH_MODELS] = "kokoro"  # type: ignore[valid-type]
+    input: str = Field(min_length=1)
+    voice: str = Field(defaults.VOICE, description="A Spool voice, or an OpenAI name: " + ", ".join(OPENAI_VOICES) + ".")
+    response_format: Literal[SPEECH_RESPONSE_FORMATS] = "mp3"  # type: ignore[valid-type]
+    speed: float = Field(1.0, ge=_SPEED_LOW, le=_SPEED_HIGH)
+    language: str | None = None
+    stream: bool = Field(False, description="Answer with the progressive stream instead of the whole file.")
+
+
+class JobListQuery(BaseModel):
+    """The query of ``GET /v1/jobs``."""
+
+    state: Literal[JOB_STATES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(defaults.PAGE_SIZE, ge=1, le=defaults.MAX_PAGE_SIZE)
+    cursor: str | None = Field(None, description="next_cursor of the previous page.")
+
+
+class AudioQuery(BaseModel):
+    """The query of ``GET /v1/jobs/<id>/audio``."""
+
+    redirect: bool | None = Field(None, description="Redirect to a presigned storage URL when the storage offers one.")
+
+
+class Progress(BaseModel):
+    """How far a job has got."""
+
+    segments_done: int
+    segments_total: int | None
+    audio_seconds: float
+    percent: float
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    code: str
+    message: str | None
+
+
+class JobResult(BaseModel):
+    """The audio of a succeeded job."""
+
+    size: int | None
+    duration: float | None
+    format: str
+    content_type: str | None
+    url: str | None = Field(json_schema_extra={"format": "uri"})
+    render_seconds: float | None = Field(None, exclude_if=lambda value: value is None)
+
+
+class JobLinks(BaseModel):
+    """Absolute URLs of a job's resources."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    self_: str = Field(alias="self")
+    audio: str
+    stream: str
+    events: str
+
+
+class Job(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    object: Literal["job"] = "job"
+    kind: Literal["job", "speech"]
+    state: Literal[JOB_STATES]  # type: ignore[valid-type]
+    voice: str
+    speed: float
+    format: Literal[FORMATS]  # type: ignore[valid-type]
+    language: str | None
+    priority: str
+    text_chars: int
+    text_preview: str
+    progress: Progress
+    queue_position: int | None = Field(description="1 = next to run.")
+    eta_seconds: float | None
+    cancel_requested: bool
+    created_at: str = Field(json_schema_extra={"format": "date-time"})
+    started_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    attempts: int
+    error: JobError | None
+    result: JobResult | None
+    links: JobLinks
+
+
+class JobList(BaseModel):
+    """One page of jobs."""
+
+    object: Literal["list"] = "list"
+    data: list[Job]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ErrorBody(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(description="Stable machine-readable error name.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    details: dict[str, Any] | None = None
+    request_id: str | None = None
+
+
+class Error(BaseModel):
+    """Every error response."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    """Whether Redis and the storage answer."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+    storage: str | None
+
+
+class Status(BaseModel):
+    """Queue depths, live workers and jobs by state."""
+
+    queues: dict[str, dict[str, Any]]
+    in_flight: int
+    workers: list[dict[str, Any]]
+    jobs: dict[str, int]
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A response model as the JSON object it is sent as (absent optional extras left out)."""
+    return model.model_dump(by_alias=True)
 
 
 class TextTooLongError(PayloadTooLargeError):
@@ -153,7 +327,7 @@ def require_object(body: Any) -> Mapping[str, Any]:
     return body
 
 
-def parse_job_request(body: Any, catalog: Catalog, max_text_chars: int) -> JobSpec:
+def parse_job_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> JobSpec:
     """Validate a ``POST /v1/jobs`` body into a JobSpec."""
     body = require_object(body)
     unknown = sorted(set(body) - set(JOB_FIELDS))
@@ -170,21 +344,21 @@ def parse_job_request(body: Any, catalog: Catalog, max_text_chars: int) -> JobSp
         voice=voice,
         speed=check_speed_value(body.get("speed")),
         format=check_format(body.get("format")),
-        language=normalize_language(body.get("language")),
+        language=check_language(body.get("language")),
         priority=check_priority(body.get("priority")),
         webhook_url=check_webhook_url(body.get("webhook_url")),
     )
 
 
 @dataclass(frozen=True)
-class SpeechRequest:
+class ParsedSpeech:
     """A validated ``POST /v1/audio/speech`` body."""
 
     spec: JobSpec
     stream: bool
 
 
-def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> SpeechRequest:
+def parse_speech_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> ParsedSpeech:
     """Validate an OpenAI-style speech body (extra OpenAI fields such as ``instructions`` are ignored)."""
     body = require_object(body)
     model = body.get("model", "kokoro")
@@ -205,9 +379,9 @@ def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> Sp
         if fmt is None:
             raise UnsupportedFormatError(
                 f"response_format {response_format!r} is not supported; use one of "
-                f"{', '.join(k for k, v in SPEECH_FORMATS.items() if v)}.",
+                f"{', '.join(SPEECH_RESPONSE_FORMATS)}.",
                 field="response_format",
-                formats=[k for k, v in SPEECH_FORMATS.items() if v],
+                formats=list(SPEECH_RESPONSE_FORMATS),
             )
     else:
         fmt = check_format(response_format, field="response_format")
@@ -219,10 +393,10 @@ def parse_speech_request(body: Any, catalog: Catalog, max_text_chars: int) -> Sp
         voice=voice,
         speed=check_speed_value(body.get("speed")),
         format=fmt,
-        language=normalize_language(body.get("language")),
+        language=check_language(body.get("language")),
         priority="high",  # a caller is waiting on the connection
     )
-    return SpeechRequest(spec, stream)
+    return ParsedSpeech(spec, stream)
 
 
 def parse_limit(value: str | None) -> int:
@@ -240,16 +414,8 @@ def parse_limit(value: str | None) -> int:
     return limit
 
 
-def iso_time(timestamp: float | None) -> str | None:
-    """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
-    if timestamp is None:
-        return None
-    whole = math.floor(timestamp)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((timestamp - whole) * 1000):03d}Z"
-
-
 def job_to_dict(
-    job: Job,
+    job: jobs.Job,
     *,
     links: Mapping[str, str],
     queue_position: int | None = None,
@@ -262,50 +428,47 @@ def job_to_dict(
     )
     result = None
     if job.state == "succeeded" and job.result_key:
-        result = {
-            "size": job.result_size,
-            "duration": job.result_duration,
-            "format": job.format,
-            "content_type": job.result_content_type or CONTENT_TYPES.get(job.format),
-            "url": links.get("audio"),
+        render_seconds = job.extra.get("render_seconds")
+        result = JobResult(
+            size=job.result_size,
+            duration=job.result_duration,
+            format=job.format,
+            content_type=job.result_content_type or AUDIO_FORMATS[job.format].content_type,
+            url=links.get("audio"),
+            render_seconds=float(render_seconds) if render_seconds else None,
+        )
+    error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+    # Fields the record has under the same name are shown as they are; the rest are computed here.
+    same = {name: getattr(job, name) for name in Job.model_fields if hasattr(job, name)}
+    body = Job(
+        **same
+        | {
+            "state": str(job.state),
+            "text_preview": job.text[:120],
+            "progress": Progress(
+                segments_done=job.segments_done,
+                segments_total=total,
+                audio_seconds=round(job.audio_seconds, 3),
+                percent=percent,
+            ),
+            "queue_position": queue_position,
+            "eta_seconds": eta_seconds,
+            "cancel_requested": job.cancel_requested and not job.is_terminal,
+            "created_at": iso_time(job.created_at),
+            "started_at": iso_time(job.started_at),
+            "finished_at": iso_time(job.finished_at),
+            "error": error,
+            "result": result,
+            "links": JobLinks.model_validate(links),
         }
-        if job.extra.get("render_seconds"):
-            result["render_seconds"] = float(job.extra["render_seconds"])
-    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
-    return {
-        "id": job.id,
-        "object": "job",
-        "kind": job.kind,
-        "state": job.state,
-        "voice": job.voice,
-        "speed": job.speed,
-        "format": job.format,
-        "language": job.language,
-        "priority": job.priority,
-        "text_chars": job.text_chars,
-        "text_preview": job.text[:120],
-        "progress": {
-            "segments_done": job.segments_done,
-            "segments_total": total,
-            "audio_seconds": round(job.audio_seconds, 3),
-            "percent": percent,
-        },
-        "queue_position": queue_position,
-        "eta_seconds": eta_seconds,
-        "cancel_requested": job.cancel_requested and not job.is_terminal,
-        "created_at": iso_time(job.created_at),
-        "started_at": iso_time(job.started_at),
-        "finished_at": iso_time(job.finished_at),
-        "attempts": job.attempts,
-        "error": error,
-        "result": result,
-        "links": dict(links),
-    }
+    )
+    return dump(body)
 
 
 __all__ = [
     "FORMATS",
     "JOB_FIELDS",
+    "ParsedSpeech",
     "SpeechRequest",
     "job_to_dict",
     "parse_job_request",

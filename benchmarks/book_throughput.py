@@ -36,7 +36,7 @@ from common import (
     table,
 )
 from make_texts import DEFAULT_EPUB, chapters
-from service import ServiceError, SpoolService
+from private_service import ServiceError, SpoolService
 
 
 def parse_chapters(spec: str) -> list[int]:

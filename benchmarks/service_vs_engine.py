@@ -36,7 +36,7 @@ from common import (
     table,
     verdict,
 )
-from service import SpoolService, audio_seconds, parse_iso
+from private_service import SpoolService, audio_seconds, parse_iso
 
 
 def engine_run(text_file: Path, threads: int, fmt_name: str, voice: str) -> dict:

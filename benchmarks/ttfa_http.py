@@ -37,7 +37,7 @@ from common import (
     table,
     verdict,
 )
-from service import ServiceError, SpoolService
+from private_service import ServiceError, SpoolService
 
 #: Header bytes before the first audio byte, for formats whose header has a fixed length.
 HEADER_BYTES = {"pcm": 0, "wav": 44}

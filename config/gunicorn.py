@@ -31,8 +31,7 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 def post_worker_init(worker: object) -> None:
     """Connect each web process to Redis, the broker and storage before it takes requests."""
-    from app import EXTENSION
-
-    services = getattr(getattr(worker, "wsgi", None), "extensions", {}).get(EXTENSION)
-    if services is not None:
-        services.warm_up()
+    # The app hands gunicorn its warm-up as an attribute, so this config module imports nothing of Spool's.
+    warm_up = getattr(getattr(worker, "wsgi", None), "spool_warm_up", None)
+    if callable(warm_up):
+        warm_up()

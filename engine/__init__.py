@@ -19,7 +19,7 @@ from engine.exceptions import (
     UnsupportedFormatError,
     UnsupportedLanguageError,
 )
-from engine.g2p import LANGUAGES, normalize_lang
+from engine.languages import LANGUAGES, normalize_lang
 from engine.segment import Segment, split_text
 from engine.voices import SPEED_RANGE, VoiceStore
 

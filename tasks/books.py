@@ -2,179 +2,25 @@
 
 from __future__ import annotations
 
-import io
-import logging
-import tempfile
-import zipfile
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from app.books import (
-    ASSEMBLE_TASK,
-    RENDER_TASK,
-    TERMINAL,
-    BookStore,
-    decode_checkpoint,
-    encode_checkpoint,
-    plan_segment,
-    segment_digest,
-)
-from app.logging import log_context
-from engine.audio import CONTENT_TYPES
-from engine.audiobook import ChapterAudio, assemble
-from engine.exceptions import SpoolError
-from engine.subtitles import cues_from_chunks
+from service import book_render
+from service.logging import log_context
+from service.task_names import BOOK_ASSEMBLE, BOOK_RENDER
 from tasks import worker
 from tasks.celery_app import celery_app
 
-log = logging.getLogger("spool.books")
 
-_CONTENT_TYPES = {
-    ".m4b": "audio/mp4",
-    ".srt": "application/x-subrip",
-    ".vtt": "text/vtt",
-    ".json": "application/json",
-}
-
-
-def _store() -> BookStore:
-    """A BookStore on this process's services (plans are cached per process)."""
-    svc = worker.get_services()
-    store = worker._state.get("book_store")
-    if store is None or store.svc is not svc:
-        store = BookStore(svc)
-        worker._state["book_store"] = store
-    return store
-
-
-@celery_app.task(name=RENDER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@celery_app.task(name=BOOK_RENDER, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def render_batch(self: Any, book_id: str, batch: int) -> list[str]:
     """Render segments of one batch that have no checkpoint yet; return the checkpoint keys."""
-    store = _store()
-    svc = store.svc
     with log_context(job_id=book_id):
-        rec = store.record(book_id)
-        if rec["state"] in TERMINAL:
-            return []
-        engine = worker.get_engine()
-        spec = store.spec(rec)
-        try:
-            rv = engine.check(spec.voice, spec.speed, spec.language)
-        except SpoolError as exc:
-            store.fail(book_id, exc.code, exc.message)
-            return []
-        me = worker.worker_name()
-        store.start_batch(book_id, batch, me)
-        plan = store.plan(book_id)
-        first, end = plan["batches"][batch]
-        keys = []
-        for seg in plan["segments"][first:end]:
-            if store.state(book_id) in TERMINAL:
-                log.info("book %s is %s: stopping", book_id, store.state(book_id))
-                return keys
-            key = svc.keys.segment_checkpoint(
-                segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id)
-            )
-            if svc.redis.sismember(svc.keys.book_done(book_id), seg["i"]):
-                keys.append(key)
-                continue
-            if svc.storage.exists(key):
-                seconds = _duration(
-                    svc.storage.get(key)
-                )  # rendered before: by a retry, or the same book again
-            else:
-                chunk = engine.synthesize_segment(plan_segment(seg), rv, is_last=seg["last"])
-                svc.storage.put(key, encode_checkpoint(chunk), "application/octet-stream")
-                store.count_render(book_id, seg["i"])
-                seconds = chunk.duration
-            store.segment_done(book_id, seg["i"], seconds)
-            keys.append(key)
-        store.finish_batch(book_id, batch)
-        if store.try_assembly(book_id):
-            # The batch that completes the book assembles it here, holding the lock (no extra hop).
-            keys.extend(_assemble(store, book_id))
-        return keys
+        store = worker.get_services().books
+        return book_render.render_batch(store, worker.get_engine(), book_id, batch, worker.worker_name())
 
 
-def _duration(data: bytes) -> float:
-    """Seconds of audio in a checkpoint."""
-    with np.load(io.BytesIO(data), allow_pickle=False) as saved:
-        return len(saved["samples"]) / int(saved["rate"])
-
-
-@celery_app.task(
-    name=ASSEMBLE_TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
-)
+@celery_app.task(name=BOOK_ASSEMBLE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def assemble_book(self: Any, book_id: str) -> list[str]:
     """Join the checkpoints into chapters and write the audiobook, subtitles, manifest and zip."""
     with log_context(job_id=book_id):
-        return _assemble(_store(), book_id)
-
-
-def _assemble(store: BookStore, book_id: str) -> list[str]:
-    """The assembly itself (the caller holds the book's lock); returns the storage keys written."""
-    svc = store.svc
-    rec = store.record(book_id)
-    if rec["state"] in TERMINAL:
-        return []
-    svc.redis.hset(svc.keys.book(book_id), "state", "assembling")
-    engine = worker.get_engine()
-    spec = store.spec(rec)
-    rv = engine.check(spec.voice, spec.speed, spec.language)
-    plan = store.plan(book_id)
-    chapters = []
-    for chapter in plan["chapters"]:
-        chunks = []
-        for seg in plan["segments"][chapter["first"] : chapter["first"] + chapter["count"]]:
-            key = svc.keys.segment_checkpoint(
-                segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id)
-            )
-            chunks.append(decode_checkpoint(svc.storage.get(key), plan_segment(seg)))
-        samples = np.concatenate([c.samples for c in chunks]).astype(np.float32)
-        chapters.append(
-            ChapterAudio(
-                chapter["title"],
-                samples,
-                rv.sample_rate,
-                cues_from_chunks(chunks),
-                tuple(chapter.get("parents", ())),
-            )
-        )
-    cover = None
-    cover_key = svc.keys.book_file(book_id, "cover")
-    if rec.get("cover_type") and svc.storage.exists(cover_key):
-        cover = svc.storage.get(cover_key)
-    keys = []
-    with tempfile.TemporaryDirectory(prefix="spool-book-") as tmp:
-        out = Path(tmp)
-        manifest = assemble(
-            chapters,
-            out,
-            title=rec.get("title", "Untitled"),
-            author=rec.get("author", ""),
-            cover=cover,
-            cover_type=rec.get("cover_type") or None,
-            gap=spec.gap,
-            skipped=plan.get("skipped", []),
-        )
-        zipped = io.BytesIO()
-        with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name in [*manifest["files"], "manifest.json"]:
-                archive.write(out / name, arcname=name)
-        for name in [*manifest["files"], "manifest.json"]:
-            key = svc.keys.book_file(book_id, name)
-            suffix = Path(name).suffix
-            content_type = _CONTENT_TYPES.get(suffix) or CONTENT_TYPES.get(
-                suffix.lstrip("."), "application/octet-stream"
-            )
-            with open(out / name, "rb") as fh:
-                svc.storage.put(key, fh, content_type)
-            keys.append(key)
-        key = svc.keys.book_file(book_id, "book.zip")
-        svc.storage.put(key, zipped.getvalue(), "application/zip")
-        keys.append(key)
-    store.succeed(book_id, manifest)
-    log.info("book %s assembled: %d chapters, %.1f min", book_id, len(chapters), manifest["duration"] / 60)
-    return keys
+        return book_render.assemble_book(worker.get_services().books, worker.get_engine(), book_id)

@@ -2,13 +2,12 @@
 
 Its configuration is read from the ``SPOOL_*`` environment on first use (not at
 import), through :func:`config.celery.celery_config`. The web process does not
-use this module: it sends tasks by name through ``app.services.Services.celery``,
+use this module: it sends tasks by name (``service/task_names.py``) through ``service.services.Services.celery``,
 built from the same settings.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ from celery import Celery
 from config.celery import celery_config
 from config.settings import Settings
 
-#: Task modules the worker imports; optional ones are skipped while they are not installed.
+#: Task modules the worker imports (Celery loads them once the worker boots).
 TASK_MODULES: tuple[str, ...] = ("tasks.synthesis", "tasks.books")
 
 
@@ -42,14 +41,9 @@ class _EnvConfig(Mapping[str, Any]):
         return len(self._load())
 
 
-def installed_task_modules() -> list[str]:
-    """The task modules present in this installation."""
-    return [name for name in TASK_MODULES if importlib.util.find_spec(name) is not None]
-
-
 def create_celery(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings``, or lazily from the environment when None."""
-    app = Celery("spool", include=installed_task_modules())
+    app = Celery("spool", include=list(TASK_MODULES))
     if settings is None:
         app.config_from_object(_EnvConfig())
     else:

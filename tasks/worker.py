@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from celery import signals
 
-from app.logging import configure_logging
-from app.services import Services
-from config import defaults
 from config.settings import Settings
+from service.logging import configure_logging
+from service.recovery import recover_books, recover_jobs
+from service.services import Services
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -123,42 +123,11 @@ def _heartbeat_record() -> dict[str, Any]:
     }
 
 
-def recover_orphans(svc: Services) -> list[str]:
-    """Requeue running jobs whose worker stopped beating (killed, host lost); return their ids.
-
-    Without this a job whose worker died would wait for the broker's visibility timeout (hours) before
-    its unacknowledged message is handed out again. Only the caller whose requeue wins sends the task.
-    """
-    from app.services import SYNTHESIZE_TASK
-
-    live = {w["name"] for w in svc.workers.live()}
-    recovered = []
-    for job in svc.jobs.running_jobs():
-        if not job.worker or job.worker in live:
-            continue
-        # A worker beats before its first task, so a job started within one TTL has a live worker.
-        if job.started_at and time.time() - job.started_at < svc.workers.ttl:
-            continue
-        if svc.jobs.requeue_orphan(job, job.worker):
-            log.warning("job %s was running on %s, which stopped beating: requeued", job.id, job.worker)
-            svc.send_task(
-                SYNTHESIZE_TASK,
-                [job.id],
-                queue=job.queue,
-                priority=defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY]),
-                task_id=job.id,
-                headers={"spool_request_id": job.request_id or "-"},
-            )
-            recovered.append(job.id)
-    return recovered
-
-
-def recover_books(svc: Services) -> list[tuple[str, int]]:
-    """Re-queue book batches whose worker stopped beating (see ``app.books``)."""
-    from app.books import BookStore
-
+def recover(svc: Services) -> None:
+    """Send again the jobs and book batches of workers that stopped beating."""
+    recover_jobs(svc)
     live = {w["name"] for w in svc.workers.live()} | {worker_name()}
-    return BookStore(svc).recover(live, get_settings().heartbeat_interval)
+    recover_books(svc.books, live, get_settings().heartbeat_interval)
 
 
 class Heartbeat(threading.Thread):
@@ -177,8 +146,7 @@ class Heartbeat(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self.beat()
-                recover_orphans(get_services())
-                recover_books(get_services())
+                recover(get_services())
             except Exception:  # a dead heartbeat must never take the worker down
                 log.warning("heartbeat failed", exc_info=True)
             self._stop_event.wait(get_settings().heartbeat_interval)

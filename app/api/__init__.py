@@ -7,9 +7,9 @@ from typing import Any
 
 from flask import request, url_for
 
-from app.exceptions import MalformedJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
-from app.jobs import Job
 from app.schemas import job_to_dict
+from service.exceptions import MalformedJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.jobs import Job
 
 
 def json_body(max_bytes: int) -> Any:

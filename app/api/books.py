@@ -9,16 +9,16 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from app import services
 from app.auth import current_owner
-from app.books import BookSpec, BookStore
-from app.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
-from app.keys import PART_RE
-from app.logging import bind_job
 from config import defaults
 from engine.audiobook import DEFAULT_CHAPTER_GAP
 from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
 from engine.exceptions import InvalidSpeedError
-from engine.g2p import normalize_lang
+from engine.languages import normalize_lang
 from engine.voices import check_speed
+from service.books import BookSpec, BookStore
+from service.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from service.keys import PART_RE
+from service.logging import bind_job
 
 bp = Blueprint("books", __name__, url_prefix="/v1/books")
 

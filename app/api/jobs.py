@@ -10,12 +10,22 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from app import services
 from app.api import job_links, job_payload, json_body
+from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
 from app.auth import current_owner
-from app.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
-from app.keys import STATES
-from app.logging import bind_job
-from app.schemas import parse_job_request, parse_limit
-from engine.audio import CONTENT_TYPES, EXTENSIONS
+from app.schemas import (
+    AudioQuery,
+    Job,
+    JobList,
+    JobListQuery,
+    JobRequest,
+    dump,
+    parse_job_request,
+    parse_limit,
+)
+from engine.audio import AUDIO_FORMATS
+from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
+from service.logging import bind_job
+from service.states import JOB_STATES
 
 log = logging.getLogger("spool.api.jobs")
 
@@ -42,6 +52,21 @@ def idempotency_key() -> str | None:
 
 
 @bp.post("")
+@operation(
+    tag="jobs",
+    operation_id="createJob",
+    body=JobRequest,
+    headers=SUBMIT_HEADERS,
+    responses={202: (Job, "Stored and queued (or the job of a reused Idempotency-Key).")},
+    response_headers={202: ("Location",)},
+    errors={
+        400: "Invalid field or malformed JSON.",
+        413: "Body or text too long.",
+        415: "Body is not JSON.",
+        422: "Idempotency-Key reused with a different body.",
+        503: "Redis or the broker is unreachable.",
+    },
+)
 def create_job():  # type: ignore[no-untyped-def]
     """Validate a job request, store it, and put it on the queue."""
     svc = services()
@@ -68,28 +93,34 @@ def create_job():  # type: ignore[no-untyped-def]
 
 
 @bp.get("")
+@operation(
+    tag="jobs",
+    operation_id="listJobs",
+    query=JobListQuery,
+    responses={200: (JobList, "One page of jobs.")},
+    errors={400: "Invalid state, limit or cursor."},
+)
 def list_jobs():  # type: ignore[no-untyped-def]
     """Page through the caller's jobs, newest first, optionally in one state."""
     state = request.args.get("state") or None
-    if state is not None and state not in STATES:
+    if state is not None and state not in JOB_STATES:
         raise InvalidRequestError(
-            f"Invalid state {state!r}: use one of {', '.join(STATES)}.", field="state", states=list(STATES)
+            f"Invalid state {state!r}: use one of {', '.join(JOB_STATES)}.", field="state", states=list(JOB_STATES)
         )
     limit = parse_limit(request.args.get("limit"))
     page = services().jobs.list(
         owner=current_owner(), state=state, limit=limit, cursor=request.args.get("cursor") or None
     )
-    return jsonify(
-        {
-            "object": "list",
-            "data": [job_payload(job, detail=False) for job in page.jobs],
-            "has_more": page.next_cursor is not None,
-            "next_cursor": page.next_cursor,
-        }
+    body = JobList(
+        data=[job_payload(job, detail=False) for job in page.jobs],
+        has_more=page.next_cursor is not None,
+        next_cursor=page.next_cursor,
     )
+    return jsonify(dump(body))
 
 
 @bp.get("/<job_id>")
+@operation(tag="jobs", operation_id="getJob", responses={200: (Job, "The job.")}, errors={404: "No such job."})
 def get_job(job_id: str):  # type: ignore[no-untyped-def]
     """A job's state, progress, queue position, ETA, error and result."""
     job = services().jobs.get(job_id, current_owner())
@@ -98,6 +129,15 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/<job_id>")
+@operation(
+    tag="jobs",
+    operation_id="cancelJob",
+    responses={
+        200: (Job, "Cancelled (or already cancelled)."),
+        202: (Job, "Running: will stop after the current segment."),
+    },
+    errors={404: "No such job.", 409: "Already finished."},
+)
 def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
     """Cancel a job: a queued one never runs; a running one stops after its current segment."""
     svc = services()
@@ -146,6 +186,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 @bp.get("/<job_id>/audio")
+@operation(
+    tag="jobs",
+    operation_id="getJobAudio",
+    query=AudioQuery,
+    headers=("Range",),
+    responses={
+        200: (AUDIO, "The whole file."),
+        206: (AUDIO, "The requested byte range."),
+        302: "Presigned storage URL in Location.",
+        304: "Unchanged (If-None-Match).",
+    },
+    errors={404: "No such job.", 409: "The job has no audio (yet).", 416: "Range not satisfiable."},
+)
 def get_audio(job_id: str):  # type: ignore[no-untyped-def]
     """Download the finished audio: a presigned redirect, or the bytes with Range support."""
     svc = services()
@@ -166,12 +219,12 @@ def get_audio(job_id: str):  # type: ignore[no-untyped-def]
             return redirect(url, 302)
     size = job.result_size if job.result_size is not None else svc.storage.size(job.result_key)
     etag = job.result_etag or f"{job.id}-{size}"
-    content_type = job.result_content_type or CONTENT_TYPES.get(job.format, "application/octet-stream")
+    content_type = job.result_content_type or AUDIO_FORMATS[job.format].content_type
     headers = {
         "Accept-Ranges": "bytes",
         "ETag": f'"{etag}"',
         "Content-Type": content_type,
-        "Content-Disposition": f'inline; filename="{job.id}.{EXTENSIONS.get(job.format, job.format)}"',
+        "Content-Disposition": f'inline; filename="{job.id}.{AUDIO_FORMATS[job.format].extension}"',
         "Cache-Control": "private, max-age=3600",
     }
     if request.if_none_match and request.if_none_match.contains(etag):

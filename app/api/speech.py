@@ -3,12 +3,11 @@
 The request becomes a ``high`` priority job like any other; the handler waits
 for it (up to ``SPOOL_SPEECH_TIMEOUT``) and returns the audio bytes. With
 ``"stream": true`` the response is the job's progressive stream, served by
-``app.stream.stream_job_response`` (issue 5).
+``app.api.stream.stream_job_response``.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 
 from flask import Blueprint, Response, g
@@ -16,12 +15,14 @@ from flask import Blueprint, Response, g
 from app import services
 from app.api import job_links, json_body
 from app.api.jobs import idempotency_key
+from app.api.stream import stream_job_response
+from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
 from app.auth import current_owner
-from app.exceptions import FeatureUnavailableError, JobCancelledError, JobFailedError, JobTimeoutError
-from app.logging import bind_job
-from app.schemas import parse_speech_request
-from engine.audio import CONTENT_TYPES
+from app.schemas import SpeechRequest, parse_speech_request
+from engine.audio import AUDIO_FORMATS
 from engine.exceptions import SpoolError
+from service.exceptions import JobCancelledError, JobFailedError, JobTimeoutError
+from service.logging import bind_job
 
 log = logging.getLogger("spool.api.speech")
 
@@ -50,21 +51,21 @@ class _JobError(SpoolError):
         self.code = code
 
 
-def stream_response(job_id: str, fmt: str) -> Response:
-    """Hand the request to the progressive stream (``app.stream.stream_job_response``)."""
-    try:
-        stream = importlib.import_module("app.stream")
-    except ModuleNotFoundError as exc:
-        if exc.name != "app.stream":
-            raise
-        raise FeatureUnavailableError(
-            'Streaming is not available in this deployment; send "stream": false to receive the whole file.',
-            job_id=job_id,
-        ) from None
-    return stream.stream_job_response(job_id, fmt, from_seq=0)
-
-
 @bp.post("/speech")
+@operation(
+    tag="openai",
+    operation_id="createSpeech",
+    body=SpeechRequest,
+    headers=SUBMIT_HEADERS,
+    responses={200: (AUDIO, "The audio.")},
+    response_headers={200: ("X-Job-Id",)},
+    errors={
+        400: "Invalid field.",
+        409: "The job was cancelled.",
+        502: "Synthesis failed.",
+        504: "Not ready in time; details.job_url can be polled.",
+    },
+)
 def create_speech():  # type: ignore[no-untyped-def]
     """Render ``input`` and answer with the audio (or stream it with ``stream: true``)."""
     svc = services()
@@ -79,7 +80,7 @@ def create_speech():  # type: ignore[no-untyped-def]
     )
     bind_job(job.id)
     if req.stream:
-        return stream_response(job.id, job.format)
+        return stream_job_response(job.id, job.format)
     job = svc.jobs.wait(job.id, settings.speech_timeout)
     details = {"job_id": job.id, "job_url": job_links(job.id)["self"]}
     if job.state == "succeeded" and job.result_key:
@@ -89,8 +90,7 @@ def create_speech():  # type: ignore[no-untyped-def]
             data,
             status=200,
             headers={
-                "Content-Type": job.result_content_type
-                or CONTENT_TYPES.get(job.format, "application/octet-stream"),
+                "Content-Type": job.result_content_type or AUDIO_FORMATS[job.format].content_type,
                 "Content-Length": str(len(data)),
                 "X-Job-Id": job.id,
                 "X-Audio-Duration": f"{job.result_duration or 0:.3f}",

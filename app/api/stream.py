@@ -20,17 +20,18 @@ from flask import Blueprint, Response, request, stream_with_context
 from app import services
 from app.api import job_payload
 from app.auth import current_owner
-from app.exceptions import ServiceError
-from app.jobs import TERMINAL_STATES, Job
-from app.logging import bind_job
-from app.stream import (
-    STREAM_FORMATS,
+from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
+from service.exceptions import JobNotReadyError
+from service.jobs import Job
+from service.logging import bind_job
+from service.states import FINISHED
+from service.stream import (
     ChunkStream,
     StreamEvent,
     chunk_caption,
+    iter_encoded,
     parse_from,
     parse_stream_format,
-    stream_job_response,
 )
 
 log = logging.getLogger("spool.api.stream")
@@ -55,10 +56,34 @@ MAX_EVENTS_SECONDS = 4 * 3600.0
 
 def _streams() -> ChunkStream:
     """The app's chunk stream service."""
-    streams = services().streams
-    if streams is None:
-        raise ServiceError("The chunk stream is not configured in this deployment.")
-    return streams
+    return services().streams
+
+
+def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
+    """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
+    svc = services()
+    fmt = parse_stream_format(fmt, "wav")
+    job = svc.jobs.get(job_id)
+    if job.state in ("failed", "cancelled"):
+        detail = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
+        raise JobNotReadyError(
+            f"Job {job.id} is {job.state}{detail}; it has no audio to stream.", state=job.state
+        )
+    rate = svc.catalog.sample_rate(job.voice)
+
+    def on_error(event: StreamEvent) -> None:
+        log.info("stream of job %s ended early: %s", job_id, dict(event.meta))
+
+    body = iter_encoded(svc.streams.events(job.id, from_seq, storage=svc.storage), fmt, rate, on_error=on_error)
+    headers = {
+        "Content-Type": AUDIO_FORMATS[fmt].content_type + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+        "X-Job-Id": job.id,
+        "X-Sample-Rate": str(rate),
+        "X-Stream-From": str(from_seq),
+    }
+    return Response(stream_with_context(body), status=200, headers=headers, direct_passthrough=True)
 
 
 @bp.get("/<job_id>/stream")
@@ -229,7 +254,7 @@ class EventSession:
                     yield sse("error", {"code": "job_not_found", "message": "The job has expired."})
                     return
                 # Also catches chunks whose wake-up was dropped, and a job that ended without one.
-                for text in self.catch_up(follow=state in TERMINAL_STATES):
+                for text in self.catch_up(follow=state in FINISHED):
                     wrote = True
                     yield text
             if wrote:

@@ -9,10 +9,11 @@ import redis as redis_lib
 from flask import Blueprint, current_app, jsonify, request
 
 from app import services
-from app.keys import Keys
-from app.openapi import build_spec
+from app.apidoc import build_spec, operation
+from app.schemas import Health, Status, dump
 from config import defaults
 from engine.exceptions import SpoolError
+from service.keys import Keys
 
 log = logging.getLogger("spool.api.system")
 
@@ -20,6 +21,7 @@ bp = Blueprint("system", __name__)
 
 
 @bp.get("/healthz")
+@operation(tag="system", operation_id="health", public=True, responses={200: (Health, "Healthy."), 503: (Health, "Unhealthy.")})
 def healthz():  # type: ignore[no-untyped-def]
     """Check that Redis answers and the storage can be reached; 503 when either fails."""
     svc = services()
@@ -37,13 +39,12 @@ def healthz():  # type: ignore[no-untyped-def]
     healthy = all(v == "ok" for v in checks.values())
     if not healthy:
         log.warning("unhealthy: %s", checks)
-    response = jsonify(
-        {
-            "status": "ok" if healthy else "unavailable",
-            "checks": checks,
-            "storage": svc.storage.kind if checks["storage"] == "ok" else None,
-        }
+    body = Health(
+        status="ok" if healthy else "unavailable",
+        checks=checks,
+        storage=svc.storage.kind if checks["storage"] == "ok" else None,
     )
+    response = jsonify(dump(body))
     response.status_code = 200 if healthy else 503
     return response
 
@@ -72,6 +73,7 @@ def queue_depths(svc: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
 
 
 @bp.get("/status")
+@operation(tag="system", operation_id="status", public=True, responses={200: (Status, "Current status.")})
 def status():  # type: ignore[no-untyped-def]
     """Queue depths per queue, live workers (by heartbeat), and jobs by state."""
     svc = services()
@@ -83,17 +85,12 @@ def status():  # type: ignore[no-untyped-def]
     for queue in queues:
         depths[queue]["workers"] = sum(1 for w in workers if queue in w.get("queues", ()))
     unacked = svc.redis.hlen(svc.settings.broker_key_prefix + "unacked")
-    return jsonify(
-        {
-            "queues": depths,
-            "in_flight": int(unacked),
-            "workers": workers,
-            "jobs": svc.jobs.count_by_state(),
-        }
-    )
+    body = Status(queues=depths, in_flight=int(unacked), workers=workers, jobs=svc.jobs.count_by_state())
+    return jsonify(dump(body))
 
 
 @bp.get("/openapi.json")
+@operation(tag="system", operation_id="openapi", public=True, responses={200: "OpenAPI 3.1 document."})
 def openapi():  # type: ignore[no-untyped-def]
     """The OpenAPI 3.1 document of every route."""
     return jsonify(build_spec(current_app, server_url=request.host_url))

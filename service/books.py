@@ -1,0 +1,419 @@
+"""Book rendering as a service: plan up front, fan segments out to every worker, assemble once.
+
+A submitted book is parsed and split into chapters and segments in the web process (pure text
+work, no model). The plan goes to storage; the segments go to the queue in small batches at
+low priority, so every worker takes part and interactive jobs still overtake them. Each rendered
+segment is checkpointed in storage under a hash of what it was made from (text, voice, speed,
+language, model), so a retry, a restart or the same book submitted again renders nothing twice.
+When the last segment is done one worker, holding the book's lock, assembles the audiobook.
+
+A worker killed mid-batch leaves its batch marked ``running:<worker>``; the heartbeat of any
+live worker notices the dead owner and queues the batch again (the checkpoints make that safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from config import defaults
+from engine.book import Book, Chapter
+from engine.chunk import AudioChunk, WordTiming
+from engine.segment import Segment, split_text
+from service.exceptions import ConflictError, NotFoundError
+from service.keys import new_id
+from service.states import FINISHED, BookState
+from service.task_names import BOOK_RENDER
+
+if TYPE_CHECKING:
+    from service.services import Services
+
+log = logging.getLogger("spool.books")
+
+#: Segments per render task: small, so work spreads evenly over workers and a crash loses little.
+BATCH_SIZE = 4
+
+#: Seconds the assembly lock is held before another worker may take over a crashed assembly.
+ASSEMBLY_LOCK_SECONDS = 900
+
+
+class BookNotFoundError(NotFoundError):
+    """No such book for this API key."""
+
+    code = "book_not_found"
+
+
+@dataclass(frozen=True)
+class BookSpec:
+    """How to render a book: voice, speed, language, chapter gap, selection and tag overrides."""
+
+    voice: str = defaults.VOICE
+    speed: float = defaults.SPEED
+    language: str = "en-us"
+    gap: float = 1.5
+    title: str | None = None
+    author: str | None = None
+    chapters: tuple[int, ...] = ()
+    include_matter: bool = False
+
+
+def plan_book(
+    chapters: list[Chapter],
+    lang: str,
+    skipped: list[Chapter] | None = None,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """Split every chapter into segments; return the plan (chapters, segments, batches, what is skipped)."""
+    planned_chapters = []
+    segments = []
+    for number, chapter in enumerate(chapters):
+        pieces = split_text(chapter.text, lang=lang)
+        first = len(segments)
+        for piece in pieces:
+            segments.append(
+                {
+                    "i": len(segments),
+                    "c": number,
+                    "n": piece.index,
+                    "start": piece.start,
+                    "end": piece.end,
+                    "text": piece.text,
+                    "spoken": piece.spoken,
+                    "boundary": piece.boundary,
+                    "trim_lead": piece.trim_lead,
+                    "last": piece.index == len(pieces) - 1,
+                }
+            )
+        planned_chapters.append(
+            {
+                "title": chapter.title,
+                "kind": chapter.kind,
+                "parents": list(chapter.parents),
+                "words": chapter.words,
+                "first": first,
+                "count": len(pieces),
+            }
+        )
+    batches = [[i, min(i + BATCH_SIZE, len(segments))] for i in range(0, len(segments), BATCH_SIZE)]
+    return {
+        "chapters": planned_chapters,
+        "segments": segments,
+        "batches": batches,
+        # Every section the render leaves out, with why, so a user sees what is missing (issue 12).
+        "skipped": [c.report() for c in skipped or []],
+        "warnings": list(warnings or []),
+    }
+
+
+def segment_digest(seg: dict[str, Any], voice: str, speed: float, lang: str, model_id: str) -> str:
+    """Content hash naming a segment's checkpoint: same text, voice, speed, language and model, same audio."""
+    parts = [
+        model_id,
+        voice,
+        f"{speed:.4f}",
+        lang,
+        seg["spoken"],
+        seg["boundary"],
+        "last" if seg["last"] else "",
+        *(["trim-lead"] if seg.get("trim_lead") else []),  # keeps older checkpoints' names valid
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def encode_checkpoint(chunk: AudioChunk) -> bytes:
+    """A rendered segment as an ``.npz``: float32 samples, rate, speech end and word timings."""
+    buffer = io.BytesIO()
+    words = json.dumps([[w.word, w.start, w.end] for w in chunk.words])
+    np.savez(
+        buffer,
+        samples=np.asarray(chunk.samples, dtype=np.float32),
+        rate=np.array(chunk.sample_rate),
+        speech_end=np.array(chunk.speech_end),
+        words=np.array(words),
+    )
+    return buffer.getvalue()
+
+
+def decode_checkpoint(data: bytes, segment: Segment) -> AudioChunk:
+    """Turn a stored checkpoint back into an AudioChunk for ``segment``."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as saved:
+        words = [WordTiming(str(w), float(s), float(e)) for w, s, e in json.loads(str(saved["words"]))]
+        return AudioChunk(
+            index=segment.index,
+            samples=saved["samples"],
+            sample_rate=int(saved["rate"]),
+            segment=segment,
+            words=words,
+            speech_end=float(saved["speech_end"]),
+        )
+
+
+def plan_segment(seg: dict[str, Any]) -> Segment:
+    """The Segment a plan entry describes (span relative to its chapter's text)."""
+    return Segment(
+        seg["n"],
+        seg["start"],
+        seg["end"],
+        seg["text"],
+        seg["spoken"],
+        seg["boundary"],
+        bool(seg.get("trim_lead", False)),  # plans stored before this field render as they did
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
+class BookStore:
+    """Book records in Redis and plans in storage; every key comes from ``service.keys``."""
+
+    def __init__(self, svc: Services) -> None:
+        self.svc = svc
+        self.redis = svc.redis
+        self.keys = svc.keys
+        self.ttl = svc.settings.job_ttl
+        self._plans: dict[str, dict[str, Any]] = {}
+
+    # -- creation -------------------------------------------------------------------------------
+
+    def create(self, book: Book, spec: BookSpec, owner: str, *, source_name: str) -> str:
+        """Plan the book, store plan and cover, record it, and queue every batch; return its id."""
+        chapters = book.select(include_matter=spec.include_matter, chapters=list(spec.chapters) or None)
+        plan = plan_book(
+            chapters, spec.language, book.skipped(include_matter=spec.include_matter), book.warnings
+        )
+        book_id = new_id()
+        storage = self.svc.storage
+        storage.put(self.keys.book_file(book_id, "plan.json"), json.dumps(plan).encode(), "application/json")
+        if book.cover:
+            storage.put(self.keys.book_file(book_id, "cover"), book.cover, book.cover_type or "image/jpeg")
+        now = time.time()
+        record = {
+            "id": book_id,
+            "owner": owner,
+            "state": BookState.QUEUED,
+            "title": spec.title or book.title,
+            "author": spec.author if spec.author is not None else book.author,
+            "cover_type": book.cover_type or "",
+            "source": source_name,
+            "spec": json.dumps(spec.__dict__ | {"chapters": list(spec.chapters)}),
+            "segments_total": len(plan["segments"]),
+            "chapters_total": len(plan["chapters"]),
+            "created_at": now,
+            "queue": self.svc.settings.queue,
+        }
+        pipe = self.redis.pipeline()
+        pipe.hset(self.keys.book(book_id), mapping=record)
+        pipe.hset(
+            self.keys.book_batches(book_id), mapping={str(n): "queued" for n in range(len(plan["batches"]))}
+        )
+        pipe.zadd(self.keys.books_by_created(), {book_id: now})
+        pipe.zadd(self.keys.owner_books(owner), {book_id: now})
+        pipe.sadd(self.keys.books_active(), book_id)
+        for key in (self.keys.book(book_id), self.keys.book_batches(book_id)):
+            pipe.expire(key, self.ttl)
+        pipe.execute()
+        self._plans[book_id] = plan
+        for n in range(len(plan["batches"])):
+            self.send_batch(book_id, n)
+        log.info(
+            "book %s queued: %d chapters, %d segments", book_id, len(plan["chapters"]), len(plan["segments"])
+        )
+        return book_id
+
+    def send_batch(self, book_id: str, batch: int) -> None:
+        """Queue one render batch at the low priority lane of the book's queue."""
+        self.svc.send_task(
+            BOOK_RENDER,
+            [book_id, batch],
+            queue=self.queue(book_id),
+            priority=defaults.PRIORITIES["low"],
+        )
+
+    def queue(self, book_id: str) -> str:
+        """The queue a book's tasks go to (the one it was submitted with)."""
+        return _text(self.redis.hget(self.keys.book(book_id), "queue")) or self.svc.settings.queue
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def record(self, book_id: str, owner: str | None = None) -> dict[str, str]:
+        """The book's hash as text, or BookNotFoundError (also for another owner's book)."""
+        raw = self.redis.hgetall(self.keys.book(book_id))
+        rec = {_text(k): _text(v) for k, v in raw.items()}
+        if not rec or (owner is not None and rec.get("owner") != owner):
+            raise BookNotFoundError(
+                f"No book {book_id!r}: it does not exist, has expired, or belongs to another API key.",
+                book_id=str(book_id),
+            )
+        return rec
+
+    def spec(self, rec: dict[str, str]) -> BookSpec:
+        """The render spec stored with a book."""
+        data = json.loads(rec["spec"])
+        data["chapters"] = tuple(data.get("chapters") or ())
+        return BookSpec(**data)
+
+    def plan(self, book_id: str) -> dict[str, Any]:
+        """The book's plan (read from storage once per process)."""
+        if book_id not in self._plans:
+            self._plans[book_id] = json.loads(self.svc.storage.get(self.keys.book_file(book_id, "plan.json")))
+        return self._plans[book_id]
+
+    def list(self, owner: str, limit: int = 50) -> list[str]:
+        """The owner's most recent book ids, newest first."""
+        return [_text(b) for b in self.redis.zrevrange(self.keys.owner_books(owner), 0, limit - 1)]
+
+    def payload(self, book_id: str, owner: str | None = None) -> dict[str, Any]:
+        """The JSON form of a book: state, progress with ETA, chapters and their states, files."""
+        rec = self.record(book_id, owner)
+        plan = self.plan(book_id)
+        spec = self.spec(rec)
+        done = {int(_text(i)) for i in self.redis.smembers(self.keys.book_done(book_id))}
+        total = int(rec.get("segments_total", 0))
+        chapters = []
+        for number, chapter in enumerate(plan["chapters"], start=1):
+            ids = range(chapter["first"], chapter["first"] + chapter["count"])
+            finished = sum(1 for i in ids if i in done)
+            state = "done" if finished == chapter["count"] else ("rendering" if finished else "pending")
+            chapters.append(
+                {
+                    "number": number,
+                    "title": chapter["title"],
+                    "parents": chapter.get("parents", []),
+                    "state": state,
+                    "segments_done": finished,
+                    "segments_total": chapter["count"],
+                }
+            )
+        eta = None
+        started = float(rec["started_at"]) if rec.get("started_at") else None
+        if started and done and rec["state"] == BookState.RENDERING:
+            elapsed = time.time() - started
+            eta = round(elapsed / len(done) * (total - len(done)), 1)
+        manifest = json.loads(rec["manifest"]) if rec.get("manifest") else None
+        return {
+            "id": book_id,
+            "object": "book",
+            "state": rec["state"],
+            "title": rec.get("title", ""),
+            "author": rec.get("author", ""),
+            "voice": spec.voice,
+            "speed": spec.speed,
+            "created_at": float(rec.get("created_at", 0)),
+            "started_at": started,
+            "finished_at": float(rec["finished_at"]) if rec.get("finished_at") else None,
+            "progress": {
+                "segments_done": len(done),
+                "segments_total": total,
+                "percent": round(100.0 * len(done) / total, 1) if total else 100.0,
+                "audio_seconds": round(float(rec.get("audio_seconds", 0) or 0), 2),
+                "eta_seconds": eta,
+            },
+            "chapters": chapters,
+            "skipped": plan.get("skipped", []),
+            "warnings": plan.get("warnings", []),
+            "duration": manifest["duration"] if manifest else None,
+            "manifest": manifest,
+            "files": manifest["files"] + ["book.zip"] if manifest else [],
+            "error": {"code": rec["error_code"], "message": rec.get("error_message", "")}
+            if rec.get("error_code")
+            else None,
+        }
+
+    # -- state changes ----------------------------------------------------------------------------
+
+    def cancel(self, book_id: str, owner: str | None = None) -> None:
+        """Cancel a book: workers stop before their next segment; finished books cannot be cancelled."""
+        rec = self.record(book_id, owner)
+        if rec["state"] in FINISHED:
+            raise ConflictError(f"Book {book_id} is already {rec['state']}.", state=rec["state"])
+        self.redis.hset(self.keys.book(book_id), mapping={"state": BookState.CANCELLED, "finished_at": time.time()})
+        self.redis.srem(self.keys.books_active(), book_id)
+
+    def state(self, book_id: str) -> str:
+        """The book's current state ("" if gone)."""
+        return _text(self.redis.hget(self.keys.book(book_id), "state"))
+
+    def start_batch(self, book_id: str, batch: int, worker: str) -> None:
+        """Mark a batch as running on ``worker`` (and the book as rendering)."""
+        self.redis.hset(self.keys.book_batches(book_id), str(batch), f"running:{worker}")
+        key = self.keys.book(book_id)
+        if self.redis.hsetnx(key, "started_at", time.time()):
+            self.redis.hset(key, "state", BookState.RENDERING)
+
+    def is_segment_done(self, book_id: str, index: int) -> bool:
+        """True when segment ``index`` of the book has been rendered (or taken from its checkpoint)."""
+        return bool(self.redis.sismember(self.keys.book_done(book_id), index))
+
+    def segment_done(self, book_id: str, index: int, audio_seconds: float) -> int:
+        """Record one segment as done (once); return how many are done."""
+        if self.redis.sadd(self.keys.book_done(book_id), index):
+            self.redis.hincrbyfloat(self.keys.book(book_id), "audio_seconds", audio_seconds)
+            self.redis.expire(self.keys.book_done(book_id), self.ttl)
+        return int(self.redis.scard(self.keys.book_done(book_id)))
+
+    def count_render(self, book_id: str, index: int) -> None:
+        """Count one real synthesis of segment ``index`` (checkpoint hits are not counted)."""
+        self.redis.hincrby(self.keys.book_renders(book_id), str(index), 1)
+        self.redis.expire(self.keys.book_renders(book_id), self.ttl)
+
+    def renders(self, book_id: str) -> dict[int, int]:
+        """How many times each segment was actually synthesised."""
+        raw = self.redis.hgetall(self.keys.book_renders(book_id))
+        return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
+
+    def finish_batch(self, book_id: str, batch: int) -> None:
+        """Mark a batch done."""
+        self.redis.hset(self.keys.book_batches(book_id), str(batch), "done")
+
+    def try_assembly(self, book_id: str) -> bool:
+        """Take the assembly lock if every segment is done and nobody holds it."""
+        rec = self.record(book_id)
+        if rec["state"] in FINISHED:
+            return False
+        done = int(self.redis.scard(self.keys.book_done(book_id)))
+        if done < int(rec["segments_total"]):
+            log.debug("book %s: %d of %s segments done", book_id, done, rec["segments_total"])
+            return False
+        locked = bool(self.redis.set(self.keys.book_lock(book_id), "1", nx=True, ex=ASSEMBLY_LOCK_SECONDS))
+        log.info(
+            "book %s: all %d segments done; assembly %s",
+            book_id,
+            done,
+            "starts" if locked else "already taken",
+        )
+        return locked
+
+    def start_assembly(self, book_id: str) -> None:
+        """Mark the book as being assembled (the caller holds its lock)."""
+        self.redis.hset(self.keys.book(book_id), "state", BookState.ASSEMBLING)
+
+    def succeed(self, book_id: str, manifest: dict[str, Any]) -> None:
+        """Record the finished audiobook."""
+        self.redis.hset(
+            self.keys.book(book_id),
+            mapping={"state": BookState.SUCCEEDED, "finished_at": time.time(), "manifest": json.dumps(manifest)},
+        )
+        self.redis.srem(self.keys.books_active(), book_id)
+        self.redis.delete(self.keys.book_lock(book_id))
+
+    def fail(self, book_id: str, code: str, message: str) -> None:
+        """Record a failure that retrying cannot fix."""
+        self.redis.hset(
+            self.keys.book(book_id),
+            mapping={
+                "state": BookState.FAILED,
+                "finished_at": time.time(),
+                "error_code": code,
+                "error_message": message,
+            },
+        )
+        self.redis.srem(self.keys.books_active(), book_id)

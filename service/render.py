@@ -1,0 +1,252 @@
+"""The job render: one job from its stored spec to stored audio, with progress, streaming and cancel.
+
+A worker's task calls :func:`run_synthesis` with its engine. The spec is read from
+the job store; each chunk the engine yields is published to the job's chunk
+stream and counted in its progress; a cancel request is honoured between
+segments; the whole audio is encoded once in the job's format and uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+
+from engine.audio import AUDIO_FORMATS, encode_audio
+from engine.exceptions import SpoolError
+from service.exceptions import JobCancelledError
+from service.jobs import iso_time
+from service.logging import log_context
+
+if TYPE_CHECKING:
+    from engine import Engine
+    from service.jobs import Job
+    from service.services import Services
+
+log = logging.getLogger("spool.synthesis")  # the name operators filter on
+
+#: Content type of webhook bodies.
+WEBHOOK_CONTENT_TYPE = "application/json"
+
+
+class _Cancelled(Exception):
+    """Raised inside the render loop when the owner cancelled the job."""
+
+
+def webhook_payload(job: Job) -> dict[str, Any]:
+    """What a webhook receives: the job's id, state, timings, error or result (no text)."""
+    body: dict[str, Any] = {
+        "id": job.id,
+        "object": "job",
+        "state": job.state,
+        "format": job.format,
+        "created_at": iso_time(job.created_at),
+        "started_at": iso_time(job.started_at),
+        "finished_at": iso_time(job.finished_at),
+        "progress": {
+            "segments_done": job.segments_done,
+            "segments_total": job.segments_total,
+            "audio_seconds": round(job.audio_seconds, 3),
+        },
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "result": None,
+    }
+    if job.state == "succeeded":
+        body["result"] = {
+            "size": job.result_size,
+            "duration": job.result_duration,
+            "format": job.format,
+            "content_type": job.result_content_type,
+        }
+    return body
+
+
+def fire_webhook(job: Job, timeout: float) -> bool:
+    """POST the job's JSON to its webhook URL; failures are logged, never raised."""
+    if not job.webhook_url:
+        return False
+    data = json.dumps(webhook_payload(job)).encode()
+    request = urllib.request.Request(
+        job.webhook_url,
+        data=data,
+        method="POST",
+        headers={
+            "Content-Type": WEBHOOK_CONTENT_TYPE,
+            "User-Agent": "spool-webhook/1",
+            "X-Spool-Job-Id": job.id,
+            "X-Spool-Event": f"job.{job.state}",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only, validated)
+            log.info("webhook %s answered %s", job.webhook_url, response.status)
+            return True
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        log.warning("webhook %s failed: %s", job.webhook_url, exc)
+        return False
+
+
+def run_synthesis(
+    svc: Services,
+    job_id: str,
+    engine_factory: Callable[[], Engine],
+    *,
+    worker_name: str | None = None,
+) -> str | None:
+    """Render one job end to end; return the storage key of its audio, or None if it did not succeed."""
+    job = svc.jobs.find(job_id)
+    if job is None:
+        log.warning("job %s not found (expired?); nothing to do", job_id)
+        return None
+    with log_context(request_id=job.request_id or "-", job_id=job_id):
+        if job.is_terminal:
+            log.info("job is already %s; not running it", job.state)
+            return None
+        if job.state == "running" and job.worker and job.worker != worker_name:
+            live = {w["name"] for w in svc.workers.live()}
+            if job.worker in live:
+                # A second delivery of a job whose worker is alive and rendering it: leave it be.
+                log.info("job is running on live worker %s; skipping this duplicate delivery", job.worker)
+                return None
+        started = svc.jobs.start(job_id, worker=worker_name)
+        if started is None:
+            log.info("job could not start (now %s)", svc.jobs.get(job_id).state)
+            return None
+        job = started
+        log.info(
+            "started (attempt %d): %d chars, voice %s, speed %g, %s",
+            job.attempts,
+            job.text_chars,
+            job.voice,
+            job.speed,
+            job.format,
+        )
+        render_started = time.perf_counter()
+        try:
+            key = _render(svc, job, engine_factory(), render_started)
+        except _Cancelled:
+            # Only a cancel request ends the job as cancelled; a job taken back meanwhile (requeued,
+            # expired) is simply left to its new state.
+            if svc.jobs.cancel(job_id):
+                svc.streams.fail(job_id, JobCancelledError("The job was cancelled by its owner."))
+                log.info("cancelled after %d segment(s)", svc.jobs.get(job_id).segments_done)
+            else:
+                log.info("stopped: the job is no longer running here")
+            key = None
+        except SoftTimeLimitExceeded:
+            _fail(
+                svc,
+                job_id,
+                "timeout",
+                f"Rendering took longer than {svc.settings.task_soft_time_limit} s "
+                "and was stopped; split the text into shorter jobs.",
+            )
+            key = None
+        except SpoolError as exc:
+            _fail(svc, job_id, exc.code, exc.message, exc)
+            key = None
+        except Exception as exc:
+            log.exception("synthesis failed")
+            _fail(
+                svc,
+                job_id,
+                "internal_error",
+                f"Synthesis failed unexpectedly ({type(exc).__name__}: {exc}).",
+                exc,
+            )
+            key = None
+        final = svc.jobs.find(job_id)
+        if final is not None and final.is_terminal:
+            fire_webhook(final, svc.settings.webhook_timeout)
+        return key
+
+
+def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception | None = None) -> None:
+    """Mark the job failed and end its chunk stream with the error."""
+    log.warning("failed: %s: %s", code, message)
+    svc.jobs.fail(job_id, code, message)
+    try:
+        svc.streams.fail(job_id, error if isinstance(error, SpoolError) else SpoolError(message))
+    except Exception:
+        log.exception("could not end the chunk stream")
+
+
+def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> str | None:
+    """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
+    jobs = svc.jobs
+    # Split once, in the voice's language (as the stream would), so the total is the real count.
+    voice = engine.check(job.voice, job.speed, job.language)
+    segments = engine.segments(job.text, voice.lang)
+    total = len(segments)
+    jobs.progress(job.id, 0, total, 0.0)
+    svc.streams.reset(job.id)
+    if jobs.is_cancel_requested(job.id):
+        raise _Cancelled
+    pieces: list[np.ndarray] = []
+    sample_rate = voice.sample_rate
+    done = 0
+    audio_seconds = 0.0
+    for chunk in engine.stream(
+        job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments
+    ):
+        pieces.append(np.asarray(chunk.samples, dtype=np.float32))
+        sample_rate = chunk.sample_rate
+        svc.streams.publish(job.id, chunk)
+        done += 1
+        audio_seconds += chunk.duration
+        jobs.progress(job.id, done, max(total, done), audio_seconds)
+        # Checked after every segment, so a cancel stops the job before the next one is rendered.
+        if jobs.is_cancel_requested(job.id):
+            raise _Cancelled
+    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    data = encode_audio(samples, sample_rate, job.format)
+    fmt = AUDIO_FORMATS[job.format]
+    key = svc.keys.job_audio(job.id, fmt.extension)
+    content_type = fmt.content_type
+    svc.storage.put(key, data, content_type=content_type)
+    duration = len(samples) / sample_rate
+    render_seconds = time.perf_counter() - render_started
+    totals = {
+        "segments": done,
+        "duration": duration,
+        "samples": int(len(samples)),
+        "sample_rate": sample_rate,
+        "format": job.format,
+        "size": len(data),
+        "key": key,
+    }
+    svc.streams.finish(job.id, svc.storage, totals)
+    succeeded = jobs.succeed(
+        job.id,
+        {
+            "result_key": key,
+            "result_size": len(data),
+            "result_duration": round(duration, 4),
+            "result_content_type": content_type,
+            "result_etag": hashlib.sha256(data).hexdigest()[:32],
+            "render_seconds": round(render_seconds, 3),
+            "segments_total": done,
+        },
+    )
+    if not succeeded:
+        # Cancelled (or expired) between the last segment and now: the upload stays, the state wins.
+        log.info("finished rendering but the job is now %s", jobs.get(job.id).state)
+        return None
+    jobs.record_render(job.queue, job.text_chars, render_seconds)
+    log.info(
+        "succeeded: %d segments, %.2f s of audio in %.2f s (%.1fx real time), %d bytes",
+        done,
+        duration,
+        render_seconds,
+        duration / render_seconds if render_seconds else 0.0,
+        len(data),
+    )
+    return key

@@ -1,0 +1,700 @@
+"""The chunk stream: every rendered chunk of a job, in order, replayable by late and returning listeners.
+
+Pub/sub alone is at-most-once, so each chunk is written to the job's Redis
+Stream (``Keys.job_chunks``) as well as announced on its channel
+(``Keys.job_events``). Entry ids are ``0-<seq+1>``, so a listener that wants
+"everything from chunk N" asks ``XRANGE`` for ids from ``0-<N+1>`` and then
+follows with a blocking ``XREAD``. The stream is bounded (``MAXLEN ~``) and
+expires ``ttl`` seconds after its last write; before that, :meth:`ChunkStream.finish`
+copies the canonical PCM and a chunk index to storage, so a finished job
+replays from there once Redis has let go of it.
+
+Entry fields: ``type`` (chunk, end, error), ``seq``, ``offset`` (samples of the
+job before this entry), and for chunks ``rate``, ``samples``, ``pcm`` (s16le
+mono) and ``meta`` (JSON: segment index, text span and text, chunk-relative
+word timings, duration, speech_end); ``end`` carries the totals and ``error``
+the error code and message in ``meta``.
+
+Publishing is one Lua script (sequence number, offset, XADD, EXPIRE, PUBLISH in
+one round trip), so a slow or absent listener never slows the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import redis as redis_lib
+
+from engine.audio import AUDIO_FORMATS, STREAM_FORMATS, StreamEncoder, normalize_format, to_pcm16, wav_header
+from engine.exceptions import SpoolError
+from service.exceptions import ConflictError, InvalidRequestError, ServiceError
+from service.keys import Keys
+from service.states import FINISHED
+
+if TYPE_CHECKING:
+    from service.storage import Storage
+
+log = logging.getLogger("spool.stream")
+
+#: Milliseconds one blocking XREAD waits before the reader re-checks the job's state.
+READ_BLOCK_MS = 1_000
+
+#: Entries fetched per XRANGE call while replaying (each holds a few hundred KB of PCM at most).
+REPLAY_BATCH = 32
+
+#: Seconds a reader waits without a new chunk before giving up on a job that is not finished.
+IDLE_TIMEOUT = 900.0
+
+#: Name of the canonical PCM and chunk index of a finished job in its storage area.
+REPLAY_PCM = "stream.pcm"
+REPLAY_INDEX = "chunks.json"
+
+#: Version of the chunk index format written by :meth:`ChunkStream.finish`.
+INDEX_VERSION = 1
+
+#: Job states after which no more chunks come.
+
+# KEYS: stream, channel.
+# ARGV: type, maxlen, ttl, rate, samples, pcm, meta json, wake-up json tail (starts with ',' or '}').
+# Returns {seq, offset, 1} when appended; {seq, offset, 0} when the stream was already closed by an
+# end or error entry (that entry's seq and offset), so finish and fail are idempotent.
+_APPEND = """
+local seq, offset = 0, 0
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local f = last[1][2]
+  local h = {}
+  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+  if h['type'] ~= 'chunk' then
+    return {tonumber(h['seq']), tonumber(h['offset']), 0}
+  end
+  seq = tonumber(h['seq']) + 1
+  offset = tonumber(h['offset']) + tonumber(h['samples'])
+end
+local id = '0-' .. string.format('%d', seq + 1)
+local kind = ARGV[1]
+if kind == 'chunk' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'type', kind, 'seq', seq, 'offset', offset,
+             'rate', ARGV[4], 'samples', ARGV[5], 'pcm', ARGV[6], 'meta', ARGV[7])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'type', kind, 'seq', seq, 'offset', offset,
+             'rate', ARGV[4], 'samples', '0', 'meta', ARGV[7])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local start_time = 0
+if tonumber(ARGV[4]) > 0 then start_time = offset / tonumber(ARGV[4]) end
+redis.call('PUBLISH', KEYS[2], '{"type":"' .. kind .. '","seq":' .. string.format('%d', seq) ..
+           ',"offset":' .. string.format('%d', offset) .. ',"start_time":' ..
+           string.format('%.6f', start_time) .. ARGV[8])
+return {seq, offset, 1}
+"""
+
+
+class StreamClosedError(ConflictError):
+    """A chunk was published to a stream that already ended; reset it before rendering the job again."""
+
+    code = "stream_closed"
+
+
+class StreamGapError(ServiceError):
+    """Chunks a listener asked for have left the bounded live buffer."""
+
+    code = "stream_trimmed"
+    http_status = 410
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One entry of a job's chunk stream: a chunk of audio, the end (with totals), or an error."""
+
+    type: str
+    seq: int
+    offset: int = 0
+    rate: int = 0
+    pcm: bytes = b""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    #: Samples in the chunk when ``pcm`` was left out (a replay without audio); -1: count ``pcm``.
+    sample_count: int = -1
+
+    @property
+    def samples(self) -> int:
+        """Number of audio samples in the chunk (0 for end and error)."""
+        return self.sample_count if self.sample_count >= 0 else len(self.pcm) // 2
+
+    @property
+    def start_time(self) -> float:
+        """Seconds of the job's audio before this event."""
+        return self.offset / self.rate if self.rate else 0.0
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio in the chunk."""
+        return self.samples / self.rate if self.rate else 0.0
+
+    def float_samples(self) -> np.ndarray:
+        """The chunk's audio as float32 in [-1, 1]."""
+        return np.frombuffer(self.pcm, dtype="<i2").astype(np.float32) / 32767.0
+
+    def caption(self) -> dict[str, Any]:
+        """What a player needs to show the chunk: sequence, text span, times on the job's timeline."""
+        return chunk_caption(self.seq, self.offset, self.rate, self.samples, self.meta)
+
+
+def chunk_caption(seq: int, offset: int, rate: int, samples: int, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A chunk's caption payload with word times moved from the chunk's timeline to the job's."""
+    start = offset / rate if rate else 0.0
+    words = [
+        {
+            "word": w.get("word", ""),
+            "start": round(start + float(w.get("start", 0.0)), 3),
+            "end": round(start + float(w.get("end", 0.0)), 3),
+        }
+        for w in (meta.get("words") or [])
+    ]
+    segment = meta.get("segment") or {}
+    duration = samples / rate if rate else float(meta.get("duration", 0.0))
+    return {
+        "seq": seq,
+        "segment": {
+            "index": segment.get("index", seq),
+            "start": segment.get("start"),
+            "end": segment.get("end"),
+            "text": segment.get("text", ""),
+        },
+        "offset": offset,
+        "samples": samples,
+        "rate": rate,
+        "start_time": round(start, 3),
+        "end_time": round(start + duration, 3),
+        "speech_end": round(start + float(meta.get("speech_end", duration)), 3),
+        "duration": round(duration, 3),
+        "words": words,
+    }
+
+
+def chunk_meta(chunk: Any) -> dict[str, Any]:
+    """The JSON metadata stored with a chunk: its segment, chunk-relative word timings and durations."""
+    segment = chunk.segment
+    return {
+        "segment": {
+            "index": int(getattr(segment, "index", getattr(chunk, "index", 0))),
+            "start": int(segment.start),
+            "end": int(segment.end),
+            "text": str(segment.text),
+        },
+        "words": [
+            {"word": str(w.word), "start": round(float(w.start), 4), "end": round(float(w.end), 4)}
+            for w in (chunk.words or [])
+        ],
+        "duration": round(float(chunk.duration), 4),
+        "speech_end": round(float(chunk.speech_end), 4),
+        "is_last": bool(getattr(chunk, "is_last", False)),
+    }
+
+
+def _text(value: bytes | str | None) -> str:
+    """Decode a Redis reply field."""
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _event_from_entry(fields: Mapping[bytes, bytes]) -> StreamEvent:
+    """Build a StreamEvent from the raw fields of a stream entry."""
+    meta_raw = fields.get(b"meta")
+    try:
+        meta = json.loads(meta_raw) if meta_raw else {}
+    except ValueError:
+        meta = {}
+    return StreamEvent(
+        type=_text(fields.get(b"type")) or "chunk",
+        seq=int(fields.get(b"seq", b"0")),
+        offset=int(fields.get(b"offset", b"0")),
+        rate=int(fields.get(b"rate", b"0") or 0),
+        pcm=bytes(fields.get(b"pcm", b"")),
+        meta=meta,
+        sample_count=int(fields.get(b"samples", b"-1") or -1),
+    )
+
+
+def _error_meta(error: BaseException | str) -> dict[str, str]:
+    """Code and message of an error, for the stream's error entry."""
+    if isinstance(error, SpoolError):
+        return {"code": error.code, "message": error.message}
+    if isinstance(error, BaseException):
+        return {"code": "internal_error", "message": f"{type(error).__name__}: {error}"}
+    return {"code": "job_failed", "message": str(error)}
+
+
+class ChunkStream:
+    """Publishes a job's chunks to Redis and replays them (live, or from storage once finished)."""
+
+    def __init__(
+        self,
+        redis: redis_lib.Redis,
+        keys: Keys,
+        *,
+        maxlen: int = 10_000,
+        ttl: int = 3600,
+        block_ms: int = READ_BLOCK_MS,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.maxlen = int(maxlen)
+        self.ttl = int(ttl)
+        self.block_ms = int(block_ms)
+        self._append = redis.register_script(_APPEND)
+
+    # Writing (the worker) ------------------------------------------------------------------------
+    def _write(
+        self,
+        job_id: str,
+        kind: str,
+        *,
+        rate: int = 0,
+        pcm: bytes = b"",
+        meta: Mapping[str, Any],
+        wake: Mapping[str, Any],
+    ) -> tuple[int, int, bool]:
+        """Append one entry and publish its wake-up; returns (seq, offset, appended)."""
+        tail = json.dumps(dict(wake), separators=(",", ":"))
+        # The script writes the opening fields (type, seq, offset, start_time); the rest follows them.
+        tail = "}" if tail == "{}" else "," + tail[1:]
+        seq, offset, appended = self._append(
+            keys=[self.keys.job_chunks(job_id), self.keys.job_events(job_id)],
+            args=[
+                kind,
+                self.maxlen,
+                self.ttl,
+                int(rate),
+                len(pcm) // 2,
+                pcm,
+                json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=False),
+                tail,
+            ],
+        )
+        return int(seq), int(offset), bool(appended)
+
+    def publish(self, job_id: str, chunk: Any) -> int:
+        """Append a rendered chunk (an ``engine.AudioChunk``) and wake listeners; returns its seq."""
+        meta = chunk_meta(chunk)
+        pcm = to_pcm16(chunk.samples)
+        rate = int(chunk.sample_rate)
+        wake = {
+            "rate": rate,
+            "samples": len(pcm) // 2,
+            "duration": round(len(pcm) / 2 / rate, 4),
+            "segment": meta["segment"],
+            "words": meta["words"],
+            "speech_end": meta["speech_end"],
+        }
+        seq, _, appended = self._write(job_id, "chunk", rate=rate, pcm=pcm, meta=meta, wake=wake)
+        if not appended:
+            raise StreamClosedError(
+                f"The chunk stream of job {job_id} already ended (entry {seq}); call reset() before "
+                "rendering the job again.",
+                job_id=job_id,
+            )
+        return seq
+
+    def finish(self, job_id: str, storage: Storage, totals: Mapping[str, Any]) -> int:
+        """Store the canonical replay (PCM and chunk index), then append the end entry; returns its seq."""
+        try:
+            self.save_replay(job_id, storage)
+        except (SpoolError, OSError, redis_lib.RedisError):
+            # Live listeners still get every chunk; only late ones (after the stream expires) lose out.
+            log.exception("could not store the replay of job %s", job_id)
+        seq, _, _ = self._write(
+            job_id,
+            "end",
+            rate=int(totals.get("sample_rate") or 0),
+            meta=dict(totals),
+            wake={"totals": totals},
+        )
+        return seq
+
+    def fail(self, job_id: str, error: BaseException | str) -> int:
+        """Append an error entry (the job failed or was cancelled) and wake listeners; returns its seq."""
+        meta = _error_meta(error)
+        seq, _, _ = self._write(job_id, "error", meta=meta, wake={"error": meta})
+        return seq
+
+    def reset(self, job_id: str) -> None:
+        """Delete the job's stream so a retried render starts from seq 0."""
+        self.redis.delete(self.keys.job_chunks(job_id))
+
+    # Replay to storage ---------------------------------------------------------------------------
+    def replay_keys(self, job_id: str) -> tuple[str, str]:
+        """Storage keys of a job's canonical PCM and its chunk index."""
+        return (
+            self.keys.storage_key("jobs", job_id, REPLAY_PCM),
+            self.keys.storage_key("jobs", job_id, REPLAY_INDEX),
+        )
+
+    def save_replay(self, job_id: str, storage: Storage) -> dict[str, Any]:
+        """Copy every chunk of the live stream to storage: ``stream.pcm`` and the ``chunks.json`` index."""
+        pcm_key, index_key = self.replay_keys(job_id)
+        chunks: list[dict[str, Any]] = []
+        rate = 0
+        byte_offset = 0
+        # Spill to disk past a few MB: an hour of speech is ~170 MB of PCM.
+        with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+            for event in self._range(job_id, 0):
+                if event.type != "chunk":
+                    break
+                if event.seq != len(chunks):
+                    raise StreamGapError(
+                        f"Job {job_id}'s stream lost chunks {len(chunks)}..{event.seq - 1} to its length "
+                        "bound; raise SPOOL_STREAM_MAXLEN above the segment count of your longest job.",
+                        job_id=job_id,
+                    )
+                spool.write(event.pcm)
+                rate = rate or event.rate
+                chunks.append(
+                    {
+                        "seq": event.seq,
+                        "offset": event.offset,
+                        "rate": event.rate,
+                        "byte_offset": byte_offset,
+                        "bytes": len(event.pcm),
+                        "meta": dict(event.meta),
+                    }
+                )
+                byte_offset += len(event.pcm)
+            spool.seek(0)
+            storage.put(pcm_key, spool, content_type=AUDIO_FORMATS["pcm"].content_type)
+        index = {
+            "version": INDEX_VERSION,
+            "job_id": job_id,
+            "sample_rate": rate,
+            "encoding": "s16le",
+            "channels": 1,
+            "bytes": byte_offset,
+            "samples": byte_offset // 2,
+            "chunks": chunks,
+        }
+        storage.put(
+            index_key, json.dumps(index, ensure_ascii=False).encode(), content_type="application/json"
+        )
+        return index
+
+    def load_index(self, job_id: str, storage: Storage) -> dict[str, Any] | None:
+        """The stored chunk index of a finished job, or None when there is none."""
+        _, index_key = self.replay_keys(job_id)
+        if not storage.exists(index_key):
+            return None
+        index = json.loads(storage.get(index_key))
+        if index.get("version") != INDEX_VERSION:
+            log.warning(
+                "job %s: chunk index version %r is not %d", job_id, index.get("version"), INDEX_VERSION
+            )
+            return None
+        return index
+
+    def _replay_stored(
+        self, job_id: str, storage: Storage, from_seq: int, job_state: Mapping[str, str], audio: bool = True
+    ) -> Iterator[StreamEvent]:
+        """Replay a finished job from storage: its chunks from ``from_seq``, then the end."""
+        index = self.load_index(job_id, storage)
+        if index is None:
+            yield self._job_error(
+                job_id,
+                job_state,
+                "replay_missing",
+                f"Job {job_id} finished, but its chunk stream has expired and no replay is stored; "
+                f"download the whole file from /v1/jobs/{job_id}/audio instead.",
+            )
+            return
+        chunks = [c for c in index["chunks"] if c["seq"] >= from_seq]
+        pcm_key, _ = self.replay_keys(job_id)
+        if chunks and not audio:
+            for entry in chunks:
+                yield StreamEvent(
+                    "chunk",
+                    entry["seq"],
+                    entry["offset"],
+                    entry["rate"],
+                    b"",
+                    entry["meta"],
+                    entry["bytes"] // 2,
+                )
+        elif chunks:
+            first = chunks[0]["byte_offset"]
+            last = chunks[-1]["byte_offset"] + chunks[-1]["bytes"] - 1
+            buffer = bytearray()
+            pieces = storage.iter_range(pcm_key, first, last) if last >= first else iter(())
+            position = first
+            for entry in chunks:
+                end = entry["byte_offset"] + entry["bytes"]
+                while position + len(buffer) < end:
+                    piece = next(pieces, None)
+                    if piece is None:
+                        break
+                    buffer += piece
+                take = end - position
+                pcm = bytes(buffer[:take])
+                del buffer[:take]
+                position = end
+                yield StreamEvent("chunk", entry["seq"], entry["offset"], entry["rate"], pcm, entry["meta"])
+        total_seq = len(index["chunks"])
+        totals = {
+            "segments": total_seq,
+            "samples": index.get("samples", 0),
+            "sample_rate": index.get("sample_rate", 0),
+            "duration": (index.get("samples", 0) / index["sample_rate"]) if index.get("sample_rate") else 0.0,
+            "replayed_from": "storage",
+        }
+        yield StreamEvent("end", total_seq, index.get("samples", 0), index.get("sample_rate", 0), b"", totals)
+
+    # Reading -------------------------------------------------------------------------------------
+    def _range(self, job_id: str, from_seq: int, count: int | None = None) -> Iterator[StreamEvent]:
+        """Entries with seq >= ``from_seq`` now in the stream, read in batches."""
+        key = self.keys.job_chunks(job_id)
+        start = f"0-{from_seq + 1}"
+        while True:
+            batch = self.redis.xrange(key, min=start, max="+", count=REPLAY_BATCH)
+            for _, fields in batch:
+                yield _event_from_entry(fields)
+            if len(batch) < REPLAY_BATCH:
+                return
+            last_id = _text(batch[-1][0])
+            start = "(" + last_id
+
+    def job_state(self, job_id: str) -> dict[str, str]:
+        """State, error code and message of the job ({} when it does not exist)."""
+        values = self.redis.hmget(self.keys.job(job_id), "state", "error_code", "error_message")
+        if values[0] is None:
+            return {}
+        return {"state": _text(values[0]), "error_code": _text(values[1]), "error_message": _text(values[2])}
+
+    @staticmethod
+    def _job_error(job_id: str, job_state: Mapping[str, str], code: str, message: str) -> StreamEvent:
+        """An error event for a job that ended without an error entry in its stream."""
+        return StreamEvent(
+            "error", -1, meta={"code": code, "message": message, "job_id": job_id, **job_state}
+        )
+
+    def _ended_without_stream(
+        self,
+        job_id: str,
+        job_state: Mapping[str, str],
+        storage: Storage | None,
+        next_seq: int,
+        audio: bool = True,
+    ) -> Iterator[StreamEvent]:
+        """Events for a finished job whose live stream is gone (expired, or never written)."""
+        state = job_state.get("state")
+        if state == "succeeded":
+            if storage is None:
+                yield self._job_error(
+                    job_id,
+                    job_state,
+                    "replay_unavailable",
+                    f"Job {job_id}'s live stream has expired; download it from /v1/jobs/{job_id}/audio.",
+                )
+                return
+            yield from self._replay_stored(job_id, storage, next_seq, job_state, audio)
+            return
+        if state == "cancelled":
+            yield self._job_error(job_id, job_state, "cancelled", f"Job {job_id} was cancelled.")
+            return
+        code = job_state.get("error_code") or "job_failed"
+        message = job_state.get("error_message") or f"Job {job_id} failed."
+        yield self._job_error(job_id, job_state, code, message)
+
+    def events(
+        self,
+        job_id: str,
+        from_seq: int = 0,
+        *,
+        follow: bool = True,
+        timeout: float = IDLE_TIMEOUT,
+        storage: Storage | None = None,
+        audio: bool = True,
+    ) -> Iterator[StreamEvent]:
+        """Yield the job's chunks from ``from_seq`` on, then ``end`` or ``error``; waits for live ones.
+
+        Replays what the stream holds, then follows it with blocking reads, re-checking the job's
+        state between reads so a job that fails, is cancelled or vanishes ends the iteration. A job
+        whose stream has expired replays from ``storage``. With ``follow=False`` only what is there
+        now is yielded. ``timeout`` bounds the wait for the next chunk (an ``error`` event with code
+        ``stream_timeout`` ends the iteration then). ``audio=False`` skips reading PCM from storage
+        (captions only; events from Redis carry their PCM regardless).
+        """
+        if from_seq < 0:
+            raise InvalidRequestError(f"from must be 0 or more, got {from_seq}.", field="from")
+        key = self.keys.job_chunks(job_id)
+        next_seq = from_seq
+        last_progress = time.monotonic()
+        grace_used = False
+        while True:
+            for event in self._range(job_id, next_seq):
+                if event.seq > next_seq:
+                    yield self._gap_error(job_id, next_seq, event.seq)
+                    return
+                yield event
+                if event.type != "chunk":
+                    return
+                next_seq = event.seq + 1
+                last_progress = time.monotonic()
+            closing = self._closing_entry(key)
+            if closing is not None and closing.seq < next_seq:
+                # Asked for chunks past the end (or resumed after the last one): only the end is left.
+                yield closing
+                return
+            job_state = self.job_state(job_id)
+            if not job_state:
+                yield self._job_error(
+                    job_id, job_state, "job_not_found", f"Job {job_id} no longer exists (it expired)."
+                )
+                return
+            terminal = job_state["state"] in FINISHED
+            if terminal and (grace_used or not self.redis.exists(key)):
+                # Finished, and the stream holds no closing entry: replay from storage or report.
+                yield from self._ended_without_stream(job_id, job_state, storage, next_seq, audio)
+                return
+            if not follow:
+                return
+            if terminal:
+                # The worker marks the state before (fail, cancel) or after (finish) writing the closing
+                # entry; give it one read's time to arrive.
+                grace_used = True
+            elif time.monotonic() - last_progress > timeout:
+                yield self._job_error(
+                    job_id,
+                    job_state,
+                    "stream_timeout",
+                    f"No audio arrived for {timeout:g} s (the job is {job_state['state']}); reconnect with "
+                    f"from={next_seq} to continue.",
+                )
+                return
+            self._wait_entry(key, next_seq, self.block_ms)
+
+    def _closing_entry(self, key: str) -> StreamEvent | None:
+        """The stream's end or error entry when it has one (it is always the last)."""
+        last = self.redis.xrevrange(key, max="+", min="-", count=1)
+        if not last:
+            return None
+        event = _event_from_entry(last[0][1])
+        return event if event.type != "chunk" else None
+
+    def _wait_entry(self, key: str, next_seq: int, block_ms: int) -> bool:
+        """Block up to ``block_ms`` for an entry with seq >= ``next_seq``; True when one is there."""
+        # XREAD returns ids strictly after the one given; on a missing key it waits for its creation.
+        reply = self.redis.xread({key: f"0-{next_seq}"}, count=1, block=max(1, block_ms))
+        return bool(reply)
+
+    @staticmethod
+    def _gap_error(job_id: str, wanted: int, first: int) -> StreamEvent:
+        """The error event for chunks trimmed from the live buffer."""
+        return StreamEvent(
+            "error",
+            -1,
+            meta={
+                "code": StreamGapError.code,
+                "message": (
+                    f"Chunks {wanted}..{first - 1} of job {job_id} have left the live buffer "
+                    f"(SPOOL_STREAM_MAXLEN); reconnect with from={first}, or download the whole file "
+                    "once the job has succeeded."
+                ),
+            },
+        )
+
+
+# HTTP streaming -----------------------------------------------------------------------------------
+def parse_stream_format(value: str | None, default: str) -> str:
+    """The stream format a request asks for (``default`` when none), or InvalidRequestError."""
+    if value is None or value == "":
+        value = default
+    try:
+        fmt = normalize_format(value)
+    except SpoolError:
+        fmt = ""
+    if fmt not in STREAM_FORMATS:
+        raise InvalidRequestError(
+            f"Invalid stream format {value!r}: use one of {', '.join(STREAM_FORMATS)}.",
+            field="format",
+            formats=list(STREAM_FORMATS),
+        )
+    return fmt
+
+
+def parse_from(value: str | None) -> int:
+    """The ``from`` sequence number of a request (0 when absent), or InvalidRequestError."""
+    if value is None or value == "":
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0 or str(number) != value.strip().lstrip("+"):
+        raise InvalidRequestError(
+            f"Invalid from={value!r}: give the sequence number of the first chunk wanted (0 or more).",
+            field="from",
+        )
+    return number
+
+
+def _resample(pcm: bytes, rate_in: int, rate_out: int) -> np.ndarray:
+    """Linear resampling of s16le PCM to float32 at ``rate_out`` (only if a chunk's rate surprises us)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32767.0
+    if rate_in == rate_out or not samples.size:
+        return samples
+    count = max(1, int(math.floor(samples.size * rate_out / rate_in)))
+    positions = np.arange(count, dtype=np.float64) * (rate_in / rate_out)
+    return np.interp(positions, np.arange(samples.size), samples).astype(np.float32)
+
+
+def iter_encoded(
+    events: Iterator[StreamEvent], fmt: str, rate: int, *, on_error: Any = None
+) -> Iterator[bytes]:
+    """Encode stream events as one file of ``fmt``: the header at once, each chunk, then the trailer."""
+    encoder = StreamEncoder(fmt, rate)
+    yield encoder.header() if fmt != "wav" else wav_header(rate, None)
+    passthrough = fmt in ("wav", "pcm")
+    try:
+        for event in events:
+            if event.type == "chunk":
+                if event.rate == rate and passthrough:
+                    # Exactly the stored samples: no float round trip.
+                    data = event.pcm
+                elif event.rate == rate:
+                    data = encoder.encode(event.float_samples())
+                else:
+                    log.warning(
+                        "chunk %d is at %d Hz, the stream at %d Hz: resampling", event.seq, event.rate, rate
+                    )
+                    data = encoder.encode(_resample(event.pcm, event.rate, rate))
+                if data:
+                    yield data
+            elif event.type == "error":
+                if on_error is not None:
+                    on_error(event)
+                break
+            else:
+                break
+        yield encoder.finish() if not passthrough else b""
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+__all__ = [
+    "ChunkStream",
+    "StreamEvent",
+    "StreamClosedError",
+    "StreamGapError",
+    "chunk_caption",
+    "iter_encoded",
+    "parse_from",
+    "parse_stream_format",
+]

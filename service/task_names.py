@@ -1,0 +1,12 @@
+"""The Celery task names: the web process and recovery send them, ``tasks/`` registers them."""
+
+from __future__ import annotations
+
+#: Render one job (``tasks.synthesis.synthesize``).
+SYNTHESIZE = "spool.synthesize"
+
+#: Render one batch of a book's segments into checkpoints (``tasks.books.render_batch``).
+BOOK_RENDER = "spool.book_render"
+
+#: Assemble a book whose segments are all rendered (``tasks.books.assemble_book``).
+BOOK_ASSEMBLE = "spool.book_assemble"

@@ -1,0 +1,166 @@
+"""Audiobooks through the service: upload, fan-out to real workers, assembly in S3, and a crash."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mutagen.mp4 import MP4
+
+from engine.book import load_book
+from service.books import BookSpec, BookStore
+from service.services import Services
+from tests.engine.test_book import make_epub
+from tests.fixtures.service import wait_until
+
+#: Longest wait for a small book on a busy 2-core machine.
+BOOK_TIMEOUT = float(os.environ.get("SPOOL_TEST_BOOK_TIMEOUT", "300"))
+
+CHAPTERS = [
+    ("Arrival", "The train stopped. Nobody got off."),
+    ("Waiting", "She waited an hour."),
+    ("Home", "Then she went home."),
+]
+
+
+def wait_state(client: Any, book_id: str, states: set[str], timeout: float = BOOK_TIMEOUT) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        body = client.get(f"/v1/books/{book_id}").get_json()
+        return body if body["state"] in states else None
+
+    return wait_until(done, timeout, interval=0.25, what=f"book {book_id} to reach {states}")
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, tmp_path: Path) -> None:
+    epub = make_epub(tmp_path / "small.epub", CHAPTERS, title="Three Stops", author="T. Tester")
+    with open(epub, "rb") as fh:
+        response = client.post(
+            "/v1/books",
+            data={"file": (fh, "small.epub"), "voice": "af_heart", "gap": "0.5"},
+            content_type="multipart/form-data",
+        )
+    assert response.status_code == 202, response.data
+    book = response.get_json()
+    assert [c["title"] for c in book["chapters"]] == [name for name, _ in CHAPTERS]
+    assert book["progress"]["segments_total"] >= 3
+    final = wait_state(client, book["id"], {"succeeded", "failed"})
+    assert final["state"] == "succeeded", final
+    assert all(c["state"] == "done" for c in final["chapters"])
+    manifest = final["manifest"]
+    # What was left out is reported, with why, in the status and the manifest alike.
+    assert [s["reason"] for s in final["skipped"]] == [
+        'marked epub:type="toc"',  # ebooklib's navigation document, in the spine
+        "Project Gutenberg header or licence",
+    ]
+    assert manifest["skipped"] == final["skipped"] == book["skipped"]
+
+    m4b = client.get(f"/v1/books/{book['id']}/files/book.m4b")
+    assert m4b.status_code == 200
+    path = tmp_path / "book.m4b"
+    path.write_bytes(m4b.data)
+    tags = MP4(str(path))
+    assert [c.title for c in tags.chapters] == [name for name, _ in CHAPTERS]
+    assert [c.start for c in tags.chapters] == pytest.approx(
+        [c["start"] for c in manifest["chapters"]], abs=0.01
+    )
+    assert tags.info.length == pytest.approx(manifest["duration"], abs=0.1)
+    total = sum(c["duration"] for c in manifest["chapters"]) + 0.5 * (len(CHAPTERS) - 1)
+    assert manifest["duration"] == pytest.approx(total, abs=0.01)
+    assert tags.tags["\xa9nam"] == ["Three Stops"] and tags.tags["\xa9ART"] == ["T. Tester"]
+
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/v1/books/{book['id']}/zip").data))
+    assert set(archive.namelist()) == set(manifest["files"]) | {"manifest.json"}
+    assert json.loads(archive.read("manifest.json")) == manifest
+    srt = archive.read("book.srt").decode()
+    assert srt.count("-->") >= len(CHAPTERS)
+
+    # The same book again renders nothing: every segment comes from its checkpoint.
+    with open(epub, "rb") as fh:
+        again = client.post(
+            "/v1/books",
+            data={"file": (fh, "small.epub"), "voice": "af_heart", "gap": "0.5"},
+            content_type="multipart/form-data",
+        ).get_json()
+    assert wait_state(client, again["id"], {"succeeded", "failed"})["state"] == "succeeded"
+    assert BookStore(services).renders(again["id"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        ({"file": (io.BytesIO(b""), "empty.txt")}, "invalid_book"),
+        ({"file": (io.BytesIO(b"PK\x03\x04junk"), "bad.epub")}, "invalid_book"),
+        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "book.pdf")}, "invalid_request"),
+        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "voice": "af_nobody"}, "unknown_voice"),
+        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "speed": "9"}, "invalid_speed"),
+        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "chapters": "4"}, "invalid_book"),
+        ({"voice": "af_heart"}, "invalid_request"),
+    ],
+)
+def test_bad_uploads_get_clear_4xx(client: Any, data: dict, code: str) -> None:
+    response = client.post("/v1/books", data=data, content_type="multipart/form-data")
+    assert 400 <= response.status_code < 500, response.data
+    assert response.get_json()["error"]["code"] == code
+
+
+def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
+    settings: Any, worker_pool: Any, tmp_path: Path
+) -> None:
+    crash = dataclasses.replace(settings, queue="crash", worker_queues=("crash",))
+    svc = Services(crash)
+    store = BookStore(svc)
+    fast = {"SPOOL_HEARTBEAT_INTERVAL": "1", "SPOOL_HEARTBEAT_TTL": "3"}
+    first = worker_pool.start(queues=("crash",), env=fast)
+    # Every sentence differs, so no segment can be served from another's checkpoint.
+    text = "\n\n".join(
+        f"Chapter {n}\n\n" + " ".join(f"Sentence {k} of chapter {n} is here." for k in range(1, 5))
+        for n in (1, 2, 3)
+    )
+    path = tmp_path / "crash.txt"
+    path.write_text(text)
+    book_id = store.create(load_book(path), BookSpec(voice="af_heart"), "public", source_name="crash.txt")
+    total = store.payload(book_id)["progress"]["segments_total"]
+    assert total >= 8
+    wait_until(
+        lambda: store.payload(book_id)["progress"]["segments_done"] >= 2,
+        BOOK_TIMEOUT,
+        interval=0.05,
+        what="a few segments",
+    )
+    assert store.payload(book_id)["progress"]["segments_done"] < total
+    worker_pool.kill(first)
+    worker_pool.start(queues=("crash",), env=fast)
+    wait_until(
+        lambda: store.state(book_id) in ("succeeded", "failed"), BOOK_TIMEOUT, interval=0.25, what="the book"
+    )
+    assert store.state(book_id) == "succeeded"
+    renders = store.renders(book_id)
+    assert sorted(renders) == list(range(total)), "every segment rendered"
+    assert set(renders.values()) == {1}, f"no segment twice: {renders}"
+
+
+def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_path: Path) -> None:
+    epub = make_epub(tmp_path / "plan.epub", CHAPTERS, title="Plan Me")
+    before = client.get("/v1/books").get_json()["data"]
+    with open(epub, "rb") as fh:
+        response = client.post(
+            "/v1/books",
+            data={"file": (fh, "plan.epub"), "plan_only": "true", "chapters": "2-3", "speed": "1.5"},
+            content_type="multipart/form-data",
+        )
+    assert response.status_code == 200, response.data
+    plan = response.get_json()
+    assert plan["object"] == "book.plan" and plan["title"] == "Plan Me"
+    body = [s for s in plan["sections"] if s["kind"] == "body"]
+    assert [s["title"] for s in body] == [name for name, _ in CHAPTERS]
+    assert [s["title"] for s in plan["sections"] if s["selected"]] == ["Waiting", "Home"]
+    assert all(s["reason"] and s["words"] for s in plan["skipped"])
+    assert plan["selected"]["chapters"] == 2
+    assert client.get("/v1/books").get_json()["data"] == before, "a preview creates no book"
