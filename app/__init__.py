@@ -1,6 +1,6 @@
 """The Spool web app: ``create_app()`` builds it; ``services()`` gives a request the shared services.
 
-Blueprints: ``app.api.jobs``, ``app.api.speech``, ``app.api.stream``, ``app.api.books``,
+Blueprints: ``app.api.jobs``, ``app.api.speech``, ``app.api.models``, ``app.api.stream``, ``app.api.books``,
 ``app.api.system`` and ``app.web`` (the player page); each defines ``bp``.
 """
 
@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis as redis_lib
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, current_app, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import auth, request_log
-from app.schemas import ErrorBody
+from app.schemas import ErrorBody, OpenAIErrorBody
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
 from service import logging as spool_logging
@@ -63,8 +63,37 @@ def _settings_from(config: Settings | Mapping[str, Any] | None) -> Settings:
     return Settings.from_mapping(values)
 
 
+#: Paths of the OpenAI-compatible routes: their errors take OpenAI's shape, so the official SDKs raise
+#: the matching exception (BadRequestError, NotFoundError, ...) with Spool's message, param and code.
+OPENAI_PATH_PREFIXES: tuple[str, ...] = ("/v1/audio/", "/v1/models")
+
+
+def is_openai_route() -> bool:
+    """True while answering a request on an OpenAI-compatible path."""
+    return has_request_context() and request.path.startswith(OPENAI_PATH_PREFIXES)
+
+
+def _openai_error(code: str, message: str, status: int, details: Mapping[str, Any] | None):  # type: ignore[no-untyped-def]
+    """``{"error": {"message", "type", "param", "code"}}`` (OpenAI's shape), Spool's details alongside."""
+    body = OpenAIErrorBody(
+        message=message,
+        type="server_error" if status >= 500 else "invalid_request_error",
+        param=(details or {}).get("field"),
+        code=code,
+        details=dict(details) if details else None,
+        request_id=(g.get("request_id") if g else None) or None,
+    )
+    fields = body.model_dump()
+    for name in ("details", "request_id"):  # OpenAI's four fields are always sent, null or not
+        if fields[name] is None:
+            del fields[name]
+    return jsonify({"error": fields}), status
+
+
 def error_response(code: str, message: str, status: int, details: Mapping[str, Any] | None = None):
-    """A JSON error body ``{"error": {"code", "message", "details"}}`` with its status."""
+    """A JSON error body ``{"error": {"code", "message", "details"}}`` (OpenAI's on its routes) with its status."""
+    if is_openai_route():
+        return _openai_error(code, message, status, details)
     body = ErrorBody(
         code=code,
         message=message,
@@ -125,9 +154,9 @@ def _register_errors(app: Flask) -> None:
 def register_blueprints(app: Flask) -> list[str]:
     """Register every blueprint of the API and the player page; return their module names."""
     from app import web
-    from app.api import books, jobs, speech, stream, system
+    from app.api import books, jobs, models, speech, stream, system
 
-    modules = (jobs, speech, system, stream, books, web)
+    modules = (jobs, speech, models, system, stream, books, web)
     for module in modules:
         app.register_blueprint(module.bp)
     return [module.__name__ for module in modules]

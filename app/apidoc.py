@@ -26,6 +26,12 @@ API_VERSION = "1.0.0"
 #: Where a response is audio rather than JSON.
 AUDIO = "audio"
 
+#: Where a response is audio, or Server-Sent Events when the request asks for them.
+AUDIO_OR_SSE = "audio-or-sse"
+
+#: Where a response is Server-Sent Events.
+SSE = "sse"
+
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 #: Parameters of path segments, by the rule's argument name (any other is a plain string).
@@ -70,6 +76,8 @@ class Operation:
     response_headers: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     public: bool = False
     operation_id: str | None = None
+    #: The body of every error response (the OpenAI routes answer in OpenAI's shape).
+    error_model: type[BaseModel] = Error
 
 
 def operation(**kwargs: Any) -> Callable[[View], View]:
@@ -98,11 +106,12 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
 
 
 def _response(answer: str | tuple[type[BaseModel] | str, str], headers: tuple[str, ...]) -> dict[str, Any]:
-    """One response object: a description, and JSON of a model, audio, or nothing."""
+    """One response object: a description, and JSON of a model, audio, events, or nothing."""
     kind, description = (None, answer) if isinstance(answer, str) else answer
     response: dict[str, Any] = {"description": description}
-    if kind == AUDIO:
-        response["content"] = {f.content_type: {} for f in AUDIO_FORMATS.values()}
+    if kind in (AUDIO, SSE, AUDIO_OR_SSE):
+        audio = {f.content_type: {} for f in AUDIO_FORMATS.values()} if kind != SSE else {}
+        response["content"] = audio | ({"text/event-stream": {}} if kind != AUDIO else {})
     elif isinstance(kind, type):
         response["content"] = {"application/json": {"schema": _ref(kind)}}
     if headers:
@@ -131,7 +140,7 @@ def _operation_object(op: Operation, endpoint: str, summary: str) -> dict[str, A
     if op.query is not None:
         parameters = _query_parameters(op.query) + parameters
     errors = dict(op.errors) if op.public else {**op.errors, **AUTH_ERROR}
-    responses = {**op.responses, **{status: (Error, text) for status, text in errors.items()}}
+    responses = {**op.responses, **{status: (op.error_model, text) for status, text in errors.items()}}
     item: dict[str, Any] = {
         "operationId": op.operation_id or endpoint.rsplit(".", 1)[-1],
         "tags": [op.tag],
@@ -154,6 +163,7 @@ def _models(operations: list[Operation]) -> list[type[BaseModel]]:
     """Every model the operations name, in first-seen order (the error body always)."""
     seen: dict[type[BaseModel], None] = {Error: None}
     for op in operations:
+        seen[op.error_model] = None
         if op.body is not None:
             seen[op.body] = None
         for answer in op.responses.values():
@@ -199,7 +209,8 @@ def build_spec(app: Flask, server_url: str | None = None) -> dict[str, Any]:
             "title": "Spool",
             "version": API_VERSION,
             "description": "Self-hosted long-form text to speech: submit text, poll the job, download "
-            'the audio. Errors are JSON: {"error": {"code", "message", "details"}}.',
+            'the audio. Errors are JSON: {"error": {"code", "message", "details"}}; on the OpenAI-compatible '
+            'routes (tag openai) they take OpenAI\'s shape, {"error": {"message", "type", "param", "code"}}.',
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "paths": dict(sorted(paths.items())),

@@ -8,17 +8,18 @@ cannot give); the app turns it into ``{"error": {"code", "message", "details"}}`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from config import defaults
 from engine.audio import AUDIO_FORMATS, FORMATS, normalize_format
-from engine.catalog import VoiceCatalog
-from engine.exceptions import InvalidTextError, UnsupportedFormatError
+from engine.catalog import OPENAI_VOICES, VoiceCatalog, openai_voice
+from engine.exceptions import InvalidSpeedError, InvalidTextError, UnknownVoiceError, UnsupportedFormatError
 from engine.languages import check_language
 from engine.voices import SPEED_RANGE, check_speed
 from service import jobs
@@ -26,40 +27,40 @@ from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import JobSpec, iso_time
 from service.states import JOB_STATES
 
-#: ``model`` values ``POST /v1/audio/speech`` accepts (OpenAI's names are served by Kokoro).
-SPEECH_MODELS: tuple[str, ...] = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+#: Spool's own ``model`` names for ``POST /v1/audio/speech``.
+SPOOL_SPEECH_MODELS: tuple[str, ...] = ("kokoro", "kokoro-82m")
 
-#: OpenAI voice names and the Kokoro voice each is served by.
-OPENAI_VOICES: dict[str, str] = {
-    "alloy": "af_alloy",
-    "ash": "am_adam",
-    "ballad": "bm_lewis",
-    "coral": "af_heart",
-    "echo": "am_echo",
-    "fable": "bm_fable",
-    "nova": "af_nova",
-    "onyx": "am_onyx",
-    "sage": "af_sarah",
-    "shimmer": "af_bella",
-    "verse": "am_michael",
-}
+#: OpenAI's speech models (current names and dated snapshots); every one is served by Kokoro-82M.
+OPENAI_SPEECH_MODELS: tuple[str, ...] = (
+    "tts-1",
+    "tts-1-hd",
+    "tts-1-1106",
+    "tts-1-hd-1106",
+    "gpt-4o-mini-tts",
+    "gpt-4o-mini-tts-2025-03-20",
+    "gpt-4o-mini-tts-2025-12-15",
+)
 
-#: OpenAI ``response_format`` values and the Spool format of each (None: not supported).
-SPEECH_FORMATS: dict[str, str | None] = {
-    "mp3": "mp3",
-    "opus": "opus",
-    "flac": "flac",
-    "wav": "wav",
-    "pcm": "pcm",
-    "aac": None,
-}
+#: Every ``model`` name listed by ``GET /v1/models``.
+SPEECH_MODELS: tuple[str, ...] = SPOOL_SPEECH_MODELS + OPENAI_SPEECH_MODELS
+
+#: Dated snapshots OpenAI may publish later are accepted too, so a new SDK default does not break.
+DATED_SPEECH_MODEL = r"^(gpt-4o-mini-tts|tts-1|tts-1-hd)-\d{4}-\d{2}-\d{2}$"
+
+#: OpenAI's speed range; the engine's (SPEED_RANGE) is narrower and values outside it are refused.
+OPENAI_SPEED_RANGE: tuple[float, float] = (0.25, 4.0)
+
+#: ``stream_format`` values: raw audio bytes, or Server-Sent Events with base64 audio.
+STREAM_FORMATS_OPENAI: tuple[str, ...] = ("audio", "sse")
+
+#: Longest ``instructions`` accepted (OpenAI's limit).
+MAX_INSTRUCTIONS_CHARS = 4096
+
+#: What Spool does with ``instructions``, said in the docs and in the ``X-Spool-Instructions`` header.
+INSTRUCTIONS_NOTE = "ignored: Kokoro-82M has no style prompt; choose the delivery with voice and speed"
 
 #: Longest webhook URL accepted.
 MAX_URL_CHARS = 2048
-
-
-#: Formats ``response_format`` may name (``SPEECH_FORMATS`` entries that are supported).
-SPEECH_RESPONSE_FORMATS: tuple[str, ...] = tuple(k for k, v in SPEECH_FORMATS.items() if v)
 
 _SPEED_LOW, _SPEED_HIGH = SPEED_RANGE
 
@@ -93,16 +94,63 @@ class JobRequest(BaseModel):
 JOB_FIELDS: tuple[str, ...] = tuple(JobRequest.model_fields)
 
 
-class SpeechRequest(BaseModel):
-    """The body of ``POST /v1/audio/speech`` (OpenAI's shape; its other fields are ignored)."""
+class VoiceRef(BaseModel):
+    """A voice given as an object, as OpenAI's custom voices are (``{"id": "af_heart"}``)."""
 
-    model: Literal[SPEECH_MODELS] = "kokoro"  # type: ignore[valid-type]
-    input: str = Field(min_length=1)
-    voice: str = Field(defaults.VOICE, description="A Spool voice, or an OpenAI name: " + ", ".join(OPENAI_VOICES) + ".")
-    response_format: Literal[SPEECH_RESPONSE_FORMATS] = "mp3"  # type: ignore[valid-type]
-    speed: float = Field(1.0, ge=_SPEED_LOW, le=_SPEED_HIGH)
-    language: str | None = None
-    stream: bool = Field(False, description="Answer with the progressive stream instead of the whole file.")
+    id: str = Field(description="A Spool voice or an OpenAI voice name.")
+
+
+class SpeechRequest(BaseModel):
+    """The body of ``POST /v1/audio/speech``: OpenAI's fields (others are ignored) and Spool's extensions."""
+
+    model: Literal[SPEECH_MODELS] | Annotated[str, StringConstraints(pattern=DATED_SPEECH_MODEL)] = Field(  # type: ignore[valid-type]
+        "kokoro", description="Every model is served by Kokoro-82M; GET /v1/models lists them."
+    )
+    input: str = Field(min_length=1, description="Text to speak (limit set by SPOOL_MAX_TEXT_CHARS).")
+    voice: str | VoiceRef = Field(
+        defaults.VOICE,
+        description="A Spool voice or blend, or an OpenAI name ("
+        + ", ".join(f"{k} = {v}" for k, v in OPENAI_VOICES.items())
+        + "); a string or {\"id\": ...}.",
+    )
+    instructions: str | None = Field(
+        None, max_length=MAX_INSTRUCTIONS_CHARS, description=f"Accepted and {INSTRUCTIONS_NOTE}."
+    )
+    response_format: Literal[FORMATS] = "mp3"  # type: ignore[valid-type]
+    speed: float = Field(
+        1.0,
+        ge=_SPEED_LOW,
+        le=_SPEED_HIGH,
+        description=f"OpenAI takes {OPENAI_SPEED_RANGE[0]:g}-{OPENAI_SPEED_RANGE[1]:g}; Kokoro speaks at "
+        f"{_SPEED_LOW:g}-{_SPEED_HIGH:g} and other values are refused (400, param speed), never clamped.",
+    )
+    stream_format: Literal[STREAM_FORMATS_OPENAI] = Field(  # type: ignore[valid-type]
+        "audio",
+        description="audio: the file's bytes as they render; sse: speech.audio.delta events (base64 audio), "
+        "then speech.audio.done with usage (input_tokens = input characters, output_tokens = audio chunks).",
+    )
+    language: str | None = Field(None, description="Spool extension: language code; null uses the voice's own.")
+    stream: bool = Field(
+        True,
+        description="Spool extension: false waits for the whole file (with Content-Length and "
+        "X-Audio-Duration) instead of streaming it as it renders.",
+    )
+
+
+class ModelCard(BaseModel):
+    """One model, as OpenAI's ``GET /v1/models`` lists it."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix time (0: Spool does not date its models).")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    """The models ``POST /v1/audio/speech`` accepts."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class JobListQuery(BaseModel):
@@ -206,6 +254,23 @@ class Error(BaseModel):
     """Every error response."""
 
     error: ErrorBody
+
+
+class OpenAIErrorBody(BaseModel):
+    """What went wrong, in OpenAI's shape (the official SDKs read ``message``, ``type``, ``param``, ``code``)."""
+
+    message: str = Field(description="What is wrong and how to fix it.")
+    type: Literal["invalid_request_error", "server_error"]
+    param: str | None = Field(description="The request field at fault, when one is.")
+    code: str = Field(description="Spool's stable machine-readable error name.")
+    details: dict[str, Any] | None = None
+    request_id: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """Every error response of the OpenAI-compatible routes."""
+
+    error: OpenAIErrorBody
 
 
 class Health(BaseModel):
@@ -355,48 +420,128 @@ class ParsedSpeech:
     """A validated ``POST /v1/audio/speech`` body."""
 
     spec: JobSpec
+    #: False only for Spool's ``"stream": false``: answer with the whole file when it is ready.
     stream: bool
+    #: ``audio`` (the file's bytes as they render) or ``sse`` (OpenAI's speech events).
+    stream_format: str
+    model: str
+    #: OpenAI's style prompt, accepted and not applied (see INSTRUCTIONS_NOTE).
+    instructions: str | None
+
+
+def check_speech_model(value: object) -> str:
+    """Return the model name if it is one Spool serves (OpenAI's names and their dated snapshots)."""
+    if value is None:
+        return SPOOL_SPEECH_MODELS[0]
+    if isinstance(value, str) and (value in SPEECH_MODELS or re.match(DATED_SPEECH_MODEL, value)):
+        return value
+    raise InvalidRequestError(
+        f"Unknown model {value!r}: use one of {', '.join(SPEECH_MODELS)} (all are served by Kokoro-82M; "
+        "GET /v1/models lists them).",
+        field="model",
+        models=list(SPEECH_MODELS),
+    )
+
+
+def check_speech_voice(value: object, catalog: VoiceCatalog) -> str:
+    """Return the Spool voice for a voice string, an ``{"id": ...}`` object, or an OpenAI voice name."""
+    if value is None:
+        return defaults.VOICE
+    if isinstance(value, Mapping):
+        if set(value) != {"id"}:
+            raise UnknownVoiceError(
+                'A voice object must be {"id": "NAME"} with a Spool or OpenAI voice name, e.g. {"id": "alloy"}.',
+                field="voice",
+            )
+        value = value["id"]
+    voice = openai_voice(value) or value
+    try:
+        voice, _ = catalog.check_voice(voice)
+    except UnknownVoiceError as exc:
+        exc.message = (
+            f"{exc.message} OpenAI voices (each spoken by the Kokoro voice named): "
+            + ", ".join(f"{k} ({v})" for k, v in OPENAI_VOICES.items())
+            + "; GET /v1/voices lists every Kokoro voice."
+        )
+        exc.details.update(field="voice", openai_voices=list(OPENAI_VOICES))
+        raise
+    return voice
+
+
+def check_speech_speed(value: object) -> float:
+    """Return the speed if the engine can speak it; OpenAI's wider range is refused, never clamped."""
+    low, high = OPENAI_SPEED_RANGE
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high:
+        if not _SPEED_LOW <= value <= _SPEED_HIGH:
+            raise InvalidSpeedError(
+                f"speed {value:g} is within OpenAI's {low:g}-{high:g} range, but Kokoro-82M speaks only "
+                f"from {_SPEED_LOW:g} to {_SPEED_HIGH:g} times normal speed: send a speed in "
+                f"{_SPEED_LOW:g}-{_SPEED_HIGH:g} (Spool does not clamp it, so you never get another speed "
+                "than you asked for).",
+                field="speed",
+                speed=value,
+                range=[_SPEED_LOW, _SPEED_HIGH],
+            )
+    return check_speed_value(value)
+
+
+def check_instructions(value: object) -> str | None:
+    """Return OpenAI's ``instructions`` string (accepted, not applied), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequestError(
+            f"'instructions' must be a string, got {type(value).__name__}.", field="instructions"
+        )
+    if len(value) > MAX_INSTRUCTIONS_CHARS:
+        raise InvalidRequestError(
+            f"'instructions' is {len(value):,} characters long; the limit is {MAX_INSTRUCTIONS_CHARS:,}.",
+            field="instructions",
+        )
+    return value
+
+
+def check_stream_options(stream: object, stream_format: object) -> tuple[bool, str]:
+    """Return (stream, stream_format) from Spool's ``stream`` and OpenAI's ``stream_format``."""
+    if stream is None:
+        stream = True
+    if not isinstance(stream, bool):
+        raise InvalidRequestError(
+            "'stream' must be true (the default: audio as it renders) or false (the whole file).",
+            field="stream",
+        )
+    if stream_format is None:
+        stream_format = "audio"
+    if stream_format not in STREAM_FORMATS_OPENAI:
+        raise InvalidRequestError(
+            f"Invalid stream_format {stream_format!r}: use one of {', '.join(STREAM_FORMATS_OPENAI)}.",
+            field="stream_format",
+            valid=list(STREAM_FORMATS_OPENAI),
+        )
+    if stream_format == "sse" and not stream:
+        raise InvalidRequestError(
+            "stream_format 'sse' streams events, and 'stream': false asks for the whole file: drop one of them.",
+            field="stream",
+        )
+    return stream, str(stream_format)
 
 
 def parse_speech_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> ParsedSpeech:
-    """Validate an OpenAI-style speech body (extra OpenAI fields such as ``instructions`` are ignored)."""
+    """Validate an OpenAI speech body (fields OpenAI may add later are ignored, as OpenAI's clients expect)."""
     body = require_object(body)
-    model = body.get("model", "kokoro")
-    if model not in SPEECH_MODELS:
-        raise InvalidRequestError(
-            f"Unknown model {model!r}: use one of {', '.join(SPEECH_MODELS)} (all are served by Kokoro-82M).",
-            field="model",
-            models=list(SPEECH_MODELS),
-        )
+    model = check_speech_model(body.get("model"))
     text = check_text(body.get("input"), max_text_chars, field="input")
-    voice = body.get("voice", defaults.VOICE)
-    if isinstance(voice, str) and voice.strip().lower() in OPENAI_VOICES:
-        voice = OPENAI_VOICES[voice.strip().lower()]
-    voice, _ = catalog.check_voice(voice)
-    response_format = body.get("response_format", "mp3")
-    if isinstance(response_format, str) and response_format.strip().lower() in SPEECH_FORMATS:
-        fmt = SPEECH_FORMATS[response_format.strip().lower()]
-        if fmt is None:
-            raise UnsupportedFormatError(
-                f"response_format {response_format!r} is not supported; use one of "
-                f"{', '.join(SPEECH_RESPONSE_FORMATS)}.",
-                field="response_format",
-                formats=list(SPEECH_RESPONSE_FORMATS),
-            )
-    else:
-        fmt = check_format(response_format, field="response_format")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequestError("'stream' must be true or false.", field="stream")
+    voice = check_speech_voice(body.get("voice"), catalog)
+    stream, stream_format = check_stream_options(body.get("stream"), body.get("stream_format"))
     spec = JobSpec(
         text=text,
         voice=voice,
-        speed=check_speed_value(body.get("speed")),
-        format=fmt,
+        speed=check_speech_speed(body.get("speed")),
+        format=check_format(body.get("response_format", "mp3"), field="response_format"),
         language=check_language(body.get("language")),
         priority="high",  # a caller is waiting on the connection
     )
-    return ParsedSpeech(spec, stream)
+    return ParsedSpeech(spec, stream, stream_format, model, check_instructions(body.get("instructions")))
 
 
 def parse_limit(value: str | None) -> int:
@@ -468,6 +613,8 @@ def job_to_dict(
 __all__ = [
     "FORMATS",
     "JOB_FIELDS",
+    "ModelList",
+    "OpenAIError",
     "ParsedSpeech",
     "SpeechRequest",
     "job_to_dict",

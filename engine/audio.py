@@ -1,10 +1,10 @@
 """Audio encoding and decoding: whole files and incremental streams.
 
-Every format Spool serves (WAV, FLAC, MP3, Ogg Opus and raw s16le PCM) can be
+Every format Spool serves (WAV, FLAC, MP3, Ogg Opus, AAC in ADTS and raw s16le PCM) can be
 produced in one call (:func:`encode_audio`) or piece by piece for streaming
 (:class:`StreamEncoder`), where ``header() + encode(c1) + ... + finish()`` is a
 valid file and every prefix that ends after an ``encode`` call is playable for
-WAV, PCM and MP3.
+WAV, PCM, MP3 and AAC.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ AUDIO_FORMATS: dict[str, Format] = {
         Format("flac", "flac", "audio/flac", ("flac", "flac")),
         Format("mp3", "mp3", "audio/mpeg", ("mp3", "libmp3lame"), bitrate=64_000),
         Format("opus", "opus", "audio/ogg", ("ogg", "libopus"), bitrate=32_000),
+        # ADTS, not MP4: every AAC frame carries its own header, so the file streams and needs no index.
+        Format("aac", "aac", "audio/aac", ("adts", "aac"), bitrate=64_000),
         Format("pcm", "pcm", "audio/pcm", None),
     )
 }
@@ -54,7 +56,17 @@ FORMATS: tuple[str, ...] = tuple(AUDIO_FORMATS)
 STREAM_FORMATS: tuple[str, ...] = tuple(f.name for f in AUDIO_FORMATS.values() if f.streamable)
 
 #: Other names accepted for a format (file extensions and common aliases).
-FORMAT_ALIASES: dict[str, str] = {"ogg": "opus", "oga": "opus", "raw": "pcm", "s16le": "pcm", "wave": "wav"}
+FORMAT_ALIASES: dict[str, str] = {
+    "ogg": "opus",
+    "oga": "opus",
+    "raw": "pcm",
+    "s16le": "pcm",
+    "wave": "wav",
+    "adts": "aac",
+}
+
+#: FFmpeg's demuxer for a muxer whose reading side has another name.
+DEMUXERS: dict[str, str] = {"adts": "aac"}
 
 #: Accepted bit rate range for the lossy codecs, in bits per second.
 BITRATE_RANGE: tuple[int, int] = (8_000, 320_000)
@@ -335,10 +347,13 @@ def _sniff_format(data: bytes) -> str:
         return "flac"
     if data[:4] == b"OggS":
         return "opus"
+    # ADTS before MP3: both open with an 11-bit frame sync, but ADTS has layer bits 00 (never MPEG audio).
+    if len(data) > 1 and data[0] == 0xFF and data[1] & 0xF6 == 0xF0:
+        return "aac"
     if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
         return "mp3"
     raise UnsupportedFormatError(
-        "Cannot recognise the audio data (not WAV, FLAC, Ogg or MP3); pass fmt= explicitly "
+        "Cannot recognise the audio data (not WAV, FLAC, Ogg, AAC or MP3); pass fmt= explicitly "
         "(raw PCM has no header and always needs fmt='pcm').",
         formats=list(FORMATS),
     )
@@ -377,7 +392,8 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int]:
 
 def _decode_av(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
     """Decode a compressed file with PyAV into mono float32 at its native rate."""
-    container_format = AUDIO_FORMATS[fmt].encoder[0]  # type: ignore[index]
+    muxer = AUDIO_FORMATS[fmt].encoder[0]  # type: ignore[index]
+    container_format = DEMUXERS.get(muxer, muxer)
     pieces: list[np.ndarray] = []
     rate = 0
     try:

@@ -38,6 +38,31 @@ class VoiceBackend(Protocol):
         ...
 
 
+#: OpenAI's voice names and the installed Kokoro voice that speaks for each: the same name where Kokoro
+#: has one (alloy, echo, fable, nova, onyx), else a voice of the same gender and accent. Used by the
+#: OpenAI-compatible route; a request may name either.
+OPENAI_VOICES: dict[str, str] = {
+    "alloy": "af_alloy",
+    "ash": "am_adam",
+    "ballad": "bm_lewis",
+    "cedar": "am_fenrir",
+    "coral": "af_heart",
+    "echo": "am_echo",
+    "fable": "bm_fable",
+    "marin": "af_kore",
+    "nova": "af_nova",
+    "onyx": "am_onyx",
+    "sage": "af_sarah",
+    "shimmer": "af_bella",
+    "verse": "am_michael",
+}
+
+
+def openai_voice(name: object) -> str | None:
+    """The Kokoro voice behind an OpenAI voice name (any case), or None when it is not one."""
+    return OPENAI_VOICES.get(name.strip().lower()) if isinstance(name, str) else None
+
+
 #: Backends in the order they are asked; Kokoro, last, owns every name the others do not.
 BACKENDS: tuple[type, ...] = (PiperVoices, KokoroVoices)
 

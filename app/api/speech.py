@@ -1,9 +1,11 @@
 """``POST /v1/audio/speech``: OpenAI-compatible speech, answered through the job queue.
 
-The request becomes a ``high`` priority job like any other; the handler waits
-for it (up to ``SPOOL_SPEECH_TIMEOUT``) and returns the audio bytes. With
-``"stream": true`` the response is the job's progressive stream, served by
-``app.api.stream.stream_job_response``.
+The request becomes a ``high`` priority job like any other. As OpenAI's endpoint does, the answer
+streams by default: the job's progressive stream in ``response_format``
+(``app.api.stream.stream_job_response``), or with ``stream_format: "sse"`` OpenAI's
+``speech.audio.delta`` / ``speech.audio.done`` events (``speech_events_response``). Spool's
+``"stream": false`` waits for the job (up to ``SPOOL_SPEECH_TIMEOUT``) and returns the whole file.
+Errors take OpenAI's shape (``app.error_response``), so the official SDKs raise the right exception.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from flask import Blueprint, Response, g
 from app import services
 from app.api import job_links, json_body
 from app.api.jobs import idempotency_key
-from app.api.stream import stream_job_response
-from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
+from app.api.stream import speech_events_response, stream_job_response
+from app.apidoc import AUDIO_OR_SSE, SUBMIT_HEADERS, operation
 from app.auth import current_owner
-from app.schemas import SpeechRequest, parse_speech_request
+from app.schemas import INSTRUCTIONS_NOTE, OpenAIError, ParsedSpeech, SpeechRequest, parse_speech_request
 from engine.audio import AUDIO_FORMATS
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError, JobFailedError, JobTimeoutError
@@ -51,23 +53,38 @@ class _JobError(SpoolError):
         self.code = code
 
 
+def speech_headers(req: ParsedSpeech) -> dict[str, str]:
+    """What Spool made of the OpenAI request: the model and voice that spoke, and what became of instructions."""
+    headers = {"X-Spool-Model": f"kokoro-82m (requested {req.model})", "X-Spool-Voice": req.spec.voice}
+    if req.instructions:
+        headers["X-Spool-Instructions"] = INSTRUCTIONS_NOTE
+    return headers
+
+
 @bp.post("/speech")
 @operation(
     tag="openai",
     operation_id="createSpeech",
     body=SpeechRequest,
     headers=SUBMIT_HEADERS,
-    responses={200: (AUDIO, "The audio.")},
-    response_headers={200: ("X-Job-Id",)},
+    responses={
+        200: (
+            AUDIO_OR_SSE,
+            "The audio, streamed as it renders (the whole file with stream: false), or OpenAI's speech "
+            "events with stream_format: sse.",
+        )
+    },
+    response_headers={200: ("X-Job-Id", "X-Spool-Model", "X-Spool-Voice", "X-Spool-Instructions")},
+    error_model=OpenAIError,
     errors={
         400: "Invalid field.",
-        409: "The job was cancelled.",
-        502: "Synthesis failed.",
-        504: "Not ready in time; details.job_url can be polled.",
+        409: "The job was cancelled (stream: false).",
+        502: "Synthesis failed (stream: false).",
+        504: "Not ready in time (stream: false); details.job_url can be polled.",
     },
 )
 def create_speech():  # type: ignore[no-untyped-def]
-    """Render ``input`` and answer with the audio (or stream it with ``stream: true``)."""
+    """Render ``input`` and stream the audio as it renders (OpenAI's contract; ``stream: false``: whole file)."""
     svc = services()
     settings = svc.settings
     req = parse_speech_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
@@ -79,8 +96,12 @@ def create_speech():  # type: ignore[no-untyped-def]
         kind="speech",
     )
     bind_job(job.id)
+    headers = speech_headers(req)
+    log.info("speech: model %s, %s, stream %s", req.model, req.stream_format, req.stream)
+    if req.stream_format == "sse":
+        return speech_events_response(job.id, job.format, headers)
     if req.stream:
-        return stream_job_response(job.id, job.format)
+        return stream_job_response(job.id, job.format, extra_headers=headers)
     job = svc.jobs.wait(job.id, settings.speech_timeout)
     details = {"job_id": job.id, "job_url": job_links(job.id)["self"]}
     if job.state == "succeeded" and job.result_key:
@@ -94,6 +115,7 @@ def create_speech():  # type: ignore[no-untyped-def]
                 "Content-Length": str(len(data)),
                 "X-Job-Id": job.id,
                 "X-Audio-Duration": f"{job.result_duration or 0:.3f}",
+                **headers,
             },
         )
     if job.state == "cancelled":

@@ -1,5 +1,8 @@
 """Progressive playback routes: a job's audio as it renders, and its events as Server-Sent Events.
 
+Also the two stream bodies of ``POST /v1/audio/speech``: :func:`stream_job_response` (the audio
+bytes, OpenAI's default) and :func:`speech_events_response` (OpenAI's ``stream_format: "sse"``).
+
 * ``GET /v1/jobs/<id>/stream?format=wav|mp3|opus|pcm|flac&from=N`` answers at once with the
   format's header, replays every chunk from sequence N and follows the job live until it ends.
 * ``GET /v1/jobs/<id>/events`` is an SSE stream: a ``state`` snapshot first, then ``state``,
@@ -9,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -59,16 +63,24 @@ def _streams() -> ChunkStream:
     return services().streams
 
 
-def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
-    """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
-    svc = services()
-    fmt = parse_stream_format(fmt, "wav")
-    job = svc.jobs.get(job_id)
+def _streamable_job(job_id: str) -> Job:
+    """The job, unless it has already failed or been cancelled (then there is no audio to stream)."""
+    job = services().jobs.get(job_id)
     if job.state in ("failed", "cancelled"):
         detail = f" ({job.error_code}: {job.error_message})" if job.error_code else ""
         raise JobNotReadyError(
             f"Job {job.id} is {job.state}{detail}; it has no audio to stream.", state=job.state
         )
+    return job
+
+
+def stream_job_response(
+    job_id: str, fmt: str, from_seq: int = 0, extra_headers: dict[str, str] | None = None
+) -> Response:
+    """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
+    svc = services()
+    fmt = parse_stream_format(fmt, "wav")
+    job = _streamable_job(job_id)
     rate = svc.catalog.sample_rate(job.voice)
 
     def on_error(event: StreamEvent) -> None:
@@ -82,8 +94,57 @@ def stream_job_response(job_id: str, fmt: str, from_seq: int = 0) -> Response:
         "X-Job-Id": job.id,
         "X-Sample-Rate": str(rate),
         "X-Stream-From": str(from_seq),
+        **(extra_headers or {}),
     }
     return Response(stream_with_context(body), status=200, headers=headers, direct_passthrough=True)
+
+
+def speech_events_response(job_id: str, fmt: str, extra_headers: dict[str, str] | None = None) -> Response:
+    """OpenAI's speech SSE: ``speech.audio.delta`` (base64 bytes of the ``fmt`` file) as the job renders,
+    then ``speech.audio.done`` with usage, or ``error`` when the job fails mid-way."""
+    svc = services()
+    job = _streamable_job(job_id)
+    rate = svc.catalog.sample_rate(job.voice)
+    chunks = 0
+    failure: dict[str, Any] = {}
+
+    def counted(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+        nonlocal chunks
+        try:
+            for event in events:
+                chunks += event.type == "chunk"
+                yield event
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def on_error(event: StreamEvent) -> None:
+        failure.update(event.meta)
+
+    def body() -> Iterator[str]:
+        events = counted(svc.streams.events(job.id, 0, storage=svc.storage))
+        for data in iter_encoded(events, fmt, rate, on_error=on_error):
+            if data:
+                yield sse(None, {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
+        if failure:
+            log.info("speech events of job %s ended early: %s", job.id, failure)
+            error = {"message": failure.get("message") or "Synthesis failed.", "type": "server_error"}
+            yield sse(None, {"type": "error", "error": {**error, "param": None, "code": failure.get("code")}})
+            return
+        # Spool has no tokenizer: usage counts the input's characters and the audio chunks rendered.
+        usage = {"input_tokens": len(job.text), "output_tokens": chunks, "total_tokens": len(job.text) + chunks}
+        yield sse(None, {"type": "speech.audio.done", "usage": usage})
+
+    headers = {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-store",
+        "X-Accel-Buffering": "no",
+        "X-Job-Id": job.id,
+        "X-Sample-Rate": str(rate),
+        **(extra_headers or {}),
+    }
+    return Response(stream_with_context(body()), status=200, headers=headers)
 
 
 @bp.get("/<job_id>/stream")

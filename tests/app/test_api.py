@@ -276,7 +276,7 @@ def test_speech_validation(api: Any) -> None:
     cases = [
         ({"model": "tts-9", "input": "Hi."}, "invalid_request"),
         ({"model": "tts-1", "input": ""}, "invalid_text"),
-        ({"model": "tts-1", "input": "Hi.", "response_format": "aac"}, "unsupported_format"),
+        ({"model": "tts-1", "input": "Hi.", "response_format": "aiff"}, "unsupported_format"),
         ({"model": "tts-1", "input": "Hi.", "speed": 4.0}, "invalid_speed"),
         ({"model": "tts-1", "input": "Hi.", "voice": "nobody"}, "unknown_voice"),
         ({"model": "tts-1", "input": "Hi.", "stream": "yes"}, "invalid_request"),
@@ -287,10 +287,39 @@ def test_speech_validation(api: Any) -> None:
     assert "mp3" in error_of(api.post("/v1/audio/speech", json=cases[2][0]))["message"]
 
 
+def test_openai_routes_answer_errors_in_openai_shape(api: Any) -> None:
+    cases = [
+        (api.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "speed": 0.3}), 400, "speed"),
+        (api.post("/v1/audio/speech", json={"input": "Hi.", "voice": {"name": "x"}}), 400, "voice"),
+        (api.post("/v1/audio/speech", json={"input": "Hi.", "stream_format": "sse", "stream": False}), 400, "stream"),
+        (api.post("/v1/audio/speech", json={"input": "Hi.", "instructions": 7}), 400, "instructions"),
+        (api.get("/v1/audio/speech"), 405, None),
+        (api.get("/v1/models/whisper-1"), 404, "model"),
+    ]
+    for response, status, param in cases:
+        error = response.get_json()["error"]
+        assert response.status_code == status and error["param"] == param, error
+        assert error["type"] == "invalid_request_error" and error["message"] and error["code"]
+    # Spool's own routes keep Spool's shape.
+    assert "type" not in error_of(api.get("/v1/jobs/" + "0" * 32))
+
+
+def test_speech_accepts_openai_models_voices_and_formats(api: Any) -> None:
+    for model in ("tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2031-01-31", "kokoro"):
+        body = {"model": model, "input": "Hi.", "voice": {"id": "marin"}, "response_format": "aac"}
+        response = api.post("/v1/audio/speech", json=body, headers={"Accept": "application/octet-stream"})
+        # No worker consumes the idle queue: the stream's headers come at once, the audio never does.
+        assert response.status_code == 200, response.data
+        assert response.headers["Content-Type"] == "audio/aac" and response.headers["X-Spool-Voice"] == "af_kore"
+        response.close()
+    models = api.get("/v1/models").get_json()
+    assert models["object"] == "list" and "gpt-4o-mini-tts" in {m["id"] for m in models["data"]}
+
+
 def test_speech_times_out_with_a_job_to_poll(settings: Settings) -> None:
     quick = create_app(settings.replace(queue="idle", speech_timeout=0.5))
     response = quick.test_client().post(
-        "/v1/audio/speech", json={"input": "Nobody renders this.", "voice": "alloy"}
+        "/v1/audio/speech", json={"input": "Nobody renders this.", "voice": "alloy", "stream": False}
     )
     assert response.status_code == 504
     error = error_of(response)
@@ -359,6 +388,11 @@ def test_openapi_documents_every_route(api: Any, idle_app: Any) -> None:
         "$ref": "#/components/schemas/JobRequest"
     }
     assert "Job" in spec["components"]["schemas"]
+    speech = spec["paths"]["/v1/audio/speech"]["post"]
+    assert speech["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIError")
+    assert {"audio/pcm", "audio/aac", "text/event-stream"} <= set(speech["responses"]["200"]["content"])
+    request = spec["components"]["schemas"]["SpeechRequest"]["properties"]
+    assert {"instructions", "stream_format", "stream"} <= set(request) and request["stream"]["default"] is True
 
 
 def test_no_500_for_odd_inputs(api: Any) -> None:

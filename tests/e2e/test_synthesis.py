@@ -70,6 +70,7 @@ def test_mp3_through_the_openai_endpoint(client: Any) -> None:
             "input": "Speech through the queue.",
             "voice": "nova",
             "response_format": "mp3",
+            "stream": False,  # the whole file, with its duration in a header
         },
     )
     assert response.status_code == 200, response.data
