@@ -1,23 +1,31 @@
 """Time to first audio through HTTP, next to the engine's own first-segment time (issue 5).
 
 A private service (Redis, local storage, ``spool serve``: gunicorn + Celery workers) gets the
-same one-paragraph text ``--runs`` times in a row. Each run times from just before the POST
-to the first audio byte after the format's header of the progressive stream
-(``POST /v1/jobs`` + ``GET /v1/jobs/<id>/stream?format=pcm``, or ``--path speech``:
-``POST /v1/audio/speech`` with ``stream: true``), then reads the stream to its end so the
-next run starts on an idle worker. In the same run a fresh engine process with the same
-thread count renders the text ``--runs`` times (warm) and reports its first-chunk time.
-For ``pcm`` it also reports when speech is first heard: the first byte's time plus the
-near-silence that opens the stream (what a listener waits for, not just the first byte).
+same one-paragraph text ``--runs`` times per route, the routes interleaved (issue 15):
+
+* ``jobs``: ``POST /v1/jobs`` + ``GET /v1/jobs/<id>/stream?format=pcm``;
+* ``speech``: ``POST /v1/audio/speech`` with OpenAI's defaults, exactly what the official SDK sends
+  (``model: tts-1``, no ``stream`` field: Spool streams by default, as OpenAI does).
+
+Each run times from just before the POST to the first audio byte after the format's header,
+then reads the stream to its end so the next run starts on an idle worker. For ``pcm``/``wav``
+it also reports when speech is first heard (first byte + the near-silence that opens the
+stream) and the **underrun margin**: for a listener who starts playing at the first byte, the
+minimum over the stream of (audio delivered - wall time since the first byte), taken just
+before each new piece arrives; below zero the player would have stalled. After the paragraph
+runs, each route reads a ~5-minute text (``--long-text``, cut to ``--long-words`` at a sentence
+end) ``--long-runs`` times for the same margin. In the same run a fresh engine process with the
+same thread count renders the paragraph ``--engine-runs`` times (warm) for its first-chunk time.
 Goals on the 2-core machine: p50 < 800 ms, p90/p10 <= 1.2.
 
     python benchmarks/ttfa_http.py
-    python benchmarks/ttfa_http.py --runs 3 --text tiny       # quick check of the harness
+    python benchmarks/ttfa_http.py --runs 3 --text tiny --long-runs 0 --engine-runs 0   # harness check
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -71,67 +79,90 @@ def header_bytes(fmt_name: str) -> int:
         return HEADER_BYTES[fmt_name]
 
 
-def one_request(svc: SpoolService, text: str, args: argparse.Namespace, header_len: int) -> dict:
-    """One run: POST, open the stream, time the first audio byte, read to the end."""
+def bytes_per_second(fmt_name: str) -> float | None:
+    """Audio bytes per second of a stream of ``fmt_name`` (16-bit mono at 24 kHz), None when compressed."""
+    return 2 * 24000.0 if fmt_name in ("pcm", "wav") else None
+
+
+def speech_body(text: str, args: argparse.Namespace) -> dict:
+    """The body the official OpenAI SDK sends for ``audio.speech.create`` (no Spool extensions)."""
+    return {"model": "tts-1", "input": text, "voice": args.voice, "response_format": args.format}
+
+
+def one_request(svc: SpoolService, text: str, path: str, args: argparse.Namespace, header_len: int) -> dict:
+    """One run on ``path``: POST, open the stream, time the first audio byte, read to the end."""
     conn = svc.http.connect()
+    rate_bytes = bytes_per_second(args.format)
     t0 = time.perf_counter()
     job_id = None
     try:
-        if args.path == "jobs":
+        if path == "jobs":
             job = svc.submit(text, voice=args.voice, fmt=args.format)
             job_id = job["id"]
             t_posted = time.perf_counter()
             conn.request("GET", f"/v1/jobs/{job_id}/stream?format={args.format}")
         else:
-            import json
-
-            body = {
-                "model": "kokoro",
-                "input": text,
-                "voice": args.voice,
-                "response_format": args.format,
-                "stream": True,
-            }
             conn.request(
                 "POST",
                 "/v1/audio/speech",
-                body=json.dumps(body),
-                headers={"Content-Type": "application/json"},
+                body=json.dumps(speech_body(text, args)),
+                headers={"Content-Type": "application/json", "Accept": "application/octet-stream"},
             )
             t_posted = time.perf_counter()
         resp = conn.getresponse()
         t_headers = time.perf_counter()
         if resp.status != 200:
-            raise ServiceError(f"stream answered HTTP {resp.status}: {resp.read()[:300]!r}")
+            raise ServiceError(f"{path} answered HTTP {resp.status}: {resp.read()[:300]!r}")
         job_id = job_id or resp.getheader("X-Job-Id")
         received = 0
         t_first = None
+        margin = None  # min over arrivals of (audio delivered so far - wall since the first byte)
         head = bytearray()  # the start of the stream, to find where speech begins
         while True:
             data = resp.read1(65536)
+            now = time.perf_counter()
             if not data:
                 break
+            if t_first is not None and rate_bytes:
+                delivered = max(0, received - header_len) / rate_bytes
+                here = delivered - (now - t_first)
+                margin = here if margin is None else min(margin, here)
             received += len(data)
             if len(head) < header_len + HEAD_KEEP_BYTES:
                 head += data
             if t_first is None and received > header_len:
-                t_first = time.perf_counter()
+                t_first = now
         t_end = time.perf_counter()
     finally:
         conn.close()
     audio_bytes = max(0, received - header_len)
+    audio_s = audio_bytes / rate_bytes if rate_bytes else None
+    if margin is None and audio_s is not None:
+        margin = audio_s  # everything came in one piece: nothing could run dry
     lead = silence_before_speech(bytes(head[header_len:])) if args.format == "pcm" else None
     return {
+        "path": path,
         "ttfa_s": (t_first - t0) if t_first else None,
         "lead_silence_s": lead,
         "first_speech_s": (t_first - t0 + lead) if t_first and lead is not None else None,
+        "underrun_margin_s": margin,
         "post_s": t_posted - t0,
         "headers_s": t_headers - t0,
         "total_s": t_end - t0,
         "bytes": received,
-        "audio_s": audio_bytes / 2 / 24000 if args.format == "pcm" else None,
+        "audio_s": audio_s,
         "job_id": job_id,
     }
+
+
+def long_text(spec: str, words: int) -> tuple[str, str]:
+    """The first ``words`` words of a text, cut back to the end of a sentence (about 5 minutes at 975)."""
+    name, text = load_text(spec)
+    cut = " ".join(text.split(" ")[:words]) if len(text.split()) > words else text
+    end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("\n\n"))
+    if len(cut) < len(text) and end > 0:
+        cut = cut[: end + 1]
+    return f"{name}[:{len(cut.split())}w]", cut
 
 
 def engine_first_segment(
@@ -173,19 +204,32 @@ def stats(values: list[float]) -> dict:
     return {"p10": p10, "p50": p50, "p90": p90, "spread": p90 / p10 if p10 else None, "n": len(vals)}
 
 
+def margin_stats(runs: list[dict]) -> dict:
+    """The worst and the median per-run underrun margin, in seconds."""
+    vals = [r["underrun_margin_s"] for r in runs if r.get("underrun_margin_s") is not None]
+    if not vals:
+        return {"min": None, "p50": None, "n": 0}
+    return {"min": min(vals), "p50": percentile(vals, 50), "n": len(vals)}
+
+
 def main() -> None:
     """Parse arguments, measure, print, save."""
     cores = os.cpu_count() or 1
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--text", default="paragraph", help="text name or path (default paragraph)")
-    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--runs", type=int, default=10, help="paragraph runs per route (default 10)")
     p.add_argument(
         "--path",
-        choices=("jobs", "speech"),
-        default="jobs",
-        help="jobs: POST /v1/jobs + GET stream; speech: POST /v1/audio/speech stream=true",
+        choices=("both", "jobs", "speech"),
+        default="both",
+        help="jobs: POST /v1/jobs + GET stream; speech: POST /v1/audio/speech as the OpenAI SDK sends it; "
+        "both (default): interleaved",
     )
     p.add_argument("--format", default="pcm", help="stream format (default pcm)")
+    p.add_argument("--long-text", default="chapter", help="text for the long-stream margin (default chapter)")
+    p.add_argument("--long-words", type=int, default=975, help="words of it to read (default 975: ~5 min)")
+    p.add_argument("--long-runs", type=int, default=1, help="long-text runs per route (default 1; 0 skips)")
+    p.add_argument("--engine-runs", type=int, default=None, help="engine-alone renders (default --runs; 0 skips)")
     p.add_argument(
         "--workers", type=int, default=cores, help="worker processes (default: one per core, as spool serve)"
     )
@@ -203,24 +247,45 @@ def main() -> None:
     p.add_argument("--json", default=None, metavar="OUT", help="also write all results to this JSON file")
     args = p.parse_args()
     args.threads = args.threads or max(1, cores // max(1, args.workers))
+    engine_runs = args.runs if args.engine_runs is None else args.engine_runs
+    paths = ("jobs", "speech") if args.path == "both" else (args.path,)
     exit_on_sigterm()
 
     info = machine()
     print(describe_machine(info), file=sys.stderr, flush=True)
     name, text = load_text(args.text)
+    long_name, long_body = long_text(args.long_text, args.long_words)
     log_dir = Path(tempfile.mkdtemp(prefix="spool-bench-logs-"))
     text_file = log_dir / f"{name}.txt"
     text_file.write_text(text, encoding="utf-8")
     header_len = header_bytes(args.format)
 
-    print(f"# engine alone: {args.runs} warm renders, {args.threads} thread(s)", file=sys.stderr, flush=True)
-    engine = engine_first_segment(text_file, args.threads, args.runs, args.voice, args.first_phonemes)
+    engine: dict = {"ttfa": []}
+    if engine_runs:
+        print(f"# engine alone: {engine_runs} warm renders, {args.threads} thread(s)", file=sys.stderr, flush=True)
+        engine = engine_first_segment(text_file, args.threads, engine_runs, args.voice, args.first_phonemes)
     print(
         f"# service: {args.workers} worker(s) x {args.threads} thread(s); logs in {log_dir}",
         file=sys.stderr,
         flush=True,
     )
-    runs = []
+    runs: list[dict] = []
+    long_runs: list[dict] = []
+
+    def measure(body: str, path: str, i: int, label: str, into: list[dict]) -> None:
+        r = one_request(svc, body, path, args, header_len)
+        r["run"] = i
+        into.append(r)
+        print(
+            f"#   {label} {path}: first audio {fmt(r['ttfa_s'], 3)} s, margin {fmt(r['underrun_margin_s'], 2)} s, "
+            f"audio {fmt(r['audio_s'])} s, all {fmt(r['total_s'])} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        if args.json:  # a crash keeps the runs made so far
+            partial = {"partial": True, "runs": runs, "long_runs": long_runs}
+            Path(args.json).write_text(json.dumps(partial, indent=2, default=str) + "\n", encoding="utf-8")
+
     with SpoolService(
         workers=args.workers,
         threads=args.threads,
@@ -231,17 +296,21 @@ def main() -> None:
         warm = svc.submit("Warming up.", voice=args.voice, fmt=args.format)
         svc.wait(warm["id"])
         for i in range(args.runs):
-            r = one_request(svc, text, args, header_len)
-            r["run"] = i
-            runs.append(r)
-            print(
-                f"#   {i + 1}/{args.runs}: first audio {fmt(r['ttfa_s'], 3)} s, all {fmt(r['total_s'])} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            for path in paths:  # interleaved, so drift in the machine's speed hits both routes alike
+                measure(text, path, i, f"{i + 1}/{args.runs}", runs)
+        for i in range(args.long_runs):
+            for path in paths:
+                measure(long_body, path, i, f"long {i + 1}/{args.long_runs}", long_runs)
 
-    http = stats([r["ttfa_s"] for r in runs])
-    heard = stats([r["first_speech_s"] for r in runs])
+    by_path = {
+        path: {
+            "http": stats([r["ttfa_s"] for r in runs if r["path"] == path]),
+            "first_speech": stats([r["first_speech_s"] for r in runs if r["path"] == path]),
+            "margin": margin_stats([r for r in runs if r["path"] == path]),
+            "long_margin": margin_stats([r for r in long_runs if r["path"] == path]),
+        }
+        for path in paths
+    }
     eng = stats(engine["ttfa"])
     payload = {
         "benchmark": "ttfa_http",
@@ -250,40 +319,62 @@ def main() -> None:
         "args": vars(args),
         "text": name,
         "words": len(text.split()),
-        "http": http,
-        "first_speech": heard,
+        "long_text": long_name,
+        "paths": by_path,
         "engine": {**eng, **engine},
         "runs": runs,
+        "long_runs": long_runs,
     }
     print(describe_machine(info))
     print(
-        f"# text {name} ({payload['words']} words), path {args.path}, format {args.format}, "
-        f"{args.workers} worker(s) x {args.threads} thread(s), {args.runs} runs in a row"
+        f"# text {name} ({payload['words']} words), format {args.format}, {args.workers} worker(s) x "
+        f"{args.threads} thread(s), {args.runs} runs per route, interleaved; long text {long_name}"
     )
     if engine.get("first_segment"):
         print(
             f"# engine's first segment ({fmt(engine['first_audio_s'])} s audio): {engine['first_segment']!r}"
         )
-    rows = [
-        ["HTTP: POST -> first audio byte", http["p10"], http["p50"], http["p90"], http["spread"]],
-        ["engine: call -> first chunk", eng["p10"], eng["p50"], eng["p90"], eng["spread"]],
-    ]
-    if heard["n"]:
-        rows.insert(
-            1,
-            ["HTTP: POST -> first speech heard", heard["p10"], heard["p50"], heard["p90"], heard["spread"]],
-        )
+    labels = {"jobs": "POST /v1/jobs + GET stream", "speech": "POST /v1/audio/speech (SDK defaults)"}
+    rows = []
+    for path in paths:
+        http, heard = by_path[path]["http"], by_path[path]["first_speech"]
+        rows.append([f"{labels[path]}: first audio byte", http["p10"], http["p50"], http["p90"], http["spread"]])
+        if heard["n"]:
+            rows.append(
+                [f"{labels[path]}: first speech heard", heard["p10"], heard["p50"], heard["p90"], heard["spread"]]
+            )
+    if eng["n"]:
+        rows.append(["engine: call -> first chunk", eng["p10"], eng["p50"], eng["p90"], eng["spread"]])
     print(
         table(
             ["seconds", "p10", "p50", "p90", "p90/p10"], [[r[0], *[fmt(v, 3) for v in r[1:]]] for r in rows]
         )
     )
-    over = (http["p50"] - eng["p50"]) if http["p50"] is not None and eng["p50"] is not None else None
-    print(f"HTTP p50 - engine p50: {fmt(over, 3)} s")
-    print(
-        f"goals: p50 < 0.800 s: {verdict(http['p50'], 0.8, True)}; p90/p10 <= 1.2: "
-        f"{verdict(http['spread'], 1.2, True)}"
-    )
+    margin_rows = []
+    for path in paths:
+        res = by_path[path]
+        long_audio = [r["audio_s"] for r in long_runs if r["path"] == path and r["audio_s"]]
+        margin_rows.append(
+            [
+                labels[path],
+                fmt(res["margin"]["min"], 2),
+                fmt(res["margin"]["p50"], 2),
+                fmt(res["long_margin"]["min"], 2),
+                fmt(long_audio[0] if long_audio else None, 1),
+            ]
+        )
+    print("underrun margin (audio delivered - wall since first byte; < 0: the player stalls), seconds:")
+    print(table(["route", "paragraph min", "paragraph p50", "~5 min text min", "its audio s"], margin_rows))
+    if len(paths) == 2:
+        jobs50, speech50 = by_path["jobs"]["http"]["p50"], by_path["speech"]["http"]["p50"]
+        ratio = speech50 / jobs50 if jobs50 and speech50 else None
+        print(f"first audio p50, OpenAI route / jobs route: {fmt(ratio, 2)}x")
+    for path in paths:
+        http = by_path[path]["http"]
+        print(
+            f"goals ({path}): p50 < 0.800 s: {verdict(http['p50'], 0.8, True)}; p90/p10 <= 1.2: "
+            f"{verdict(http['spread'], 1.2, True)}"
+        )
     save_json(args.json, payload)
 
 
