@@ -68,6 +68,10 @@ FORMAT_ALIASES: dict[str, str] = {
 #: FFmpeg's demuxer for a muxer whose reading side has another name.
 DEMUXERS: dict[str, str] = {"adts": "aac"}
 
+#: Samples of priming FFmpeg's AAC encoder puts before the audio. ADTS has no edit list to say so,
+#: so the decoder drops them itself: decoded AAC then lines up with what was encoded.
+AAC_PRIMING_SAMPLES = 1024
+
 #: Accepted bit rate range for the lossy codecs, in bits per second.
 BITRATE_RANGE: tuple[int, int] = (8_000, 320_000)
 
@@ -416,6 +420,8 @@ def _decode_av(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
     if not rate:
         raise EngineError(f"The {fmt} data decodes to no audio; it is empty or damaged.")
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    if fmt == "aac":
+        audio = audio[AAC_PRIMING_SAMPLES:]
     return audio.astype(np.float32, copy=False), rate
 
 
