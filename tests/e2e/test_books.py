@@ -49,7 +49,17 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
     assert response.status_code == 202, response.data
     book = response.get_json()
     assert [c["title"] for c in book["chapters"]] == [name for name, _ in CHAPTERS]
-    assert book["progress"]["segments_total"] >= 3
+    # The web process only parses; a worker splits the chapters into segments (the plan task).
+    assert book["planned"] is False and book["progress"]["segments_total"] == 0
+    assert [c["state"] for c in book["chapters"]] == ["pending"] * len(CHAPTERS)
+    planned = wait_until(
+        lambda: (b := client.get(f"/v1/books/{book['id']}").get_json())["planned"] and b,
+        BOOK_TIMEOUT,
+        interval=0.1,
+        what="the plan task",
+    )
+    assert planned["progress"]["segments_total"] >= 3
+    assert [c["title"] for c in planned["chapters"]] == [name for name, _ in CHAPTERS]
     final = wait_state(client, book["id"], {"succeeded", "failed"})
     assert final["state"] == "succeeded", final
     assert all(c["state"] == "done" for c in final["chapters"])
@@ -126,6 +136,7 @@ def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
     path = tmp_path / "crash.txt"
     path.write_text(text)
     book_id = store.create(load_book(path), BookSpec(voice="af_heart"), "public", source_name="crash.txt")
+    wait_until(lambda: store.payload(book_id)["planned"], BOOK_TIMEOUT, interval=0.05, what="the plan")
     total = store.payload(book_id)["progress"]["segments_total"]
     assert total >= 8
     wait_until(
