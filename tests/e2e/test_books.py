@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mutagen.mp4 import MP4
 
+from app.schemas import Book, BookPlan
 from engine.book import load_book
 from service.books import BookSpec, BookStore
 from service.services import Services
@@ -70,6 +71,8 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
         "Project Gutenberg header or licence",
     ]
     assert manifest["skipped"] == final["skipped"] == book["skipped"]
+    # The answers are the shapes /openapi.json documents.
+    assert Book.model_validate(book) and Book.model_validate(final)
 
     m4b = client.get(f"/v1/books/{book['id']}/files/book.m4b")
     assert m4b.status_code == 200
@@ -168,7 +171,7 @@ def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_pa
         )
     assert response.status_code == 200, response.data
     plan = response.get_json()
-    assert plan["object"] == "book.plan" and plan["title"] == "Plan Me"
+    assert BookPlan.model_validate(plan).title == "Plan Me" and plan["object"] == "book.plan"
     body = [s for s in plan["sections"] if s["kind"] == "body"]
     assert [s["title"] for s in body] == [name for name, _ in CHAPTERS]
     assert [s["title"] for s in plan["sections"] if s["selected"]] == ["Waiting", "Home"]
