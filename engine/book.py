@@ -466,6 +466,8 @@ def _sections(src: _Source, book_title: str, author: str) -> list[Chapter]:
         if not title:
             title = _label(reason)
         kind = "body" if not reason else ("front" if i < last_body else "back")
+        if kind == "back" and reason == "Project Gutenberg header":
+            reason = "Project Gutenberg licence"  # Gutenberg marks its trailer with the header's class too
         chapters.append(
             Chapter(
                 index=i,
