@@ -36,8 +36,14 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 #: Parameters of path segments, by the rule's argument name (any other is a plain string).
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
-    "job_id": {"description": "Job id (32 hex digits).", "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
-    "book_id": {"description": "Book id (32 hex digits).", "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}},
+    "job_id": {
+        "description": "Job id (32 hex digits).",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    },
+    "book_id": {
+        "description": "Book id (32 hex digits).",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    },
 }
 
 #: Header parameters a view may take, by name.
@@ -71,6 +77,8 @@ class Operation:
     #: Error responses by status, each an :class:`~app.schemas.Error` body with this description.
     errors: Mapping[int, str] = field(default_factory=dict)
     body: type[BaseModel] | None = None
+    #: A multipart form body (an upload) instead of JSON.
+    form: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     headers: tuple[str, ...] = ()
     response_headers: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
@@ -150,6 +158,11 @@ def _operation_object(op: Operation, endpoint: str, summary: str) -> dict[str, A
         item["parameters"] = parameters
     if op.body is not None:
         item["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    if op.form is not None:
+        item["requestBody"] = {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": _ref(op.form)}},
+        }
     item["responses"] = {
         str(status): _response(responses[status], tuple(op.response_headers.get(status, ())))
         for status in sorted(responses)
@@ -164,8 +177,9 @@ def _models(operations: list[Operation]) -> list[type[BaseModel]]:
     seen: dict[type[BaseModel], None] = {Error: None}
     for op in operations:
         seen[op.error_model] = None
-        if op.body is not None:
-            seen[op.body] = None
+        for body in (op.body, op.form):
+            if body is not None:
+                seen[body] = None
         for answer in op.responses.values():
             if isinstance(answer, tuple) and isinstance(answer[0], type):
                 seen[answer[0]] = None
@@ -184,7 +198,12 @@ def build_spec(app: Flask, server_url: str | None = None) -> dict[str, Any]:
         item = paths.setdefault(openapi_path(rule.rule), {})
         if rule.arguments:
             item["parameters"] = [
-                {"name": arg, "in": "path", "required": True, **PATH_PARAMETERS.get(arg, {"schema": {"type": "string"}})}
+                {
+                    "name": arg,
+                    "in": "path",
+                    "required": True,
+                    **PATH_PARAMETERS.get(arg, {"schema": {"type": "string"}}),
+                }
                 for arg in sorted(rule.arguments)
             ]
         summary = _summary(view, rule.endpoint)
@@ -225,7 +244,7 @@ def build_spec(app: Flask, server_url: str | None = None) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
-        "tags": [{"name": "jobs"}, {"name": "openai"}, {"name": "system"}],
+        "tags": [{"name": "jobs"}, {"name": "books"}, {"name": "openai"}, {"name": "system"}],
     }
     if app.extensions["spool"].settings.api_keys:
         spec["security"] = [{"bearer": []}, {"apiKey": []}]

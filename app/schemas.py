@@ -164,7 +164,9 @@ class JobListQuery(BaseModel):
 class AudioQuery(BaseModel):
     """The query of ``GET /v1/jobs/<id>/audio``."""
 
-    redirect: bool | None = Field(None, description="Redirect to a presigned storage URL when the storage offers one.")
+    redirect: bool | None = Field(
+        None, description="Redirect to a presigned storage URL when the storage offers one."
+    )
 
 
 class Progress(BaseModel):
@@ -288,6 +290,135 @@ class Status(BaseModel):
     in_flight: int
     workers: list[dict[str, Any]]
     jobs: dict[str, int]
+
+
+# -- books ---------------------------------------------------------------------------------------
+
+
+class BookRequest(BaseModel):
+    """The multipart form of ``POST /v1/books``."""
+
+    file: str = Field(json_schema_extra={"format": "binary"}, description="The book: .epub, .txt or .md.")
+    voice: str = Field(defaults.VOICE, description="A voice or blend, as for jobs.")
+    speed: float = Field(defaults.SPEED, ge=SPEED_RANGE[0], le=SPEED_RANGE[1])
+    language: str | None = Field(None, description="Language (default: the voice's).")
+    gap: float = Field(1.5, ge=0.0, le=10.0, description="Seconds of silence between chapters.")
+    chapters: str | None = Field(
+        None, description="Chapters to render, e.g. 1,3-5 (numbers as the plan shows)."
+    )
+    title: str | None = None
+    author: str | None = None
+    include_matter: bool = Field(False, description="Also read the sections the plan lists as skipped.")
+    plan_only: bool = Field(False, description="Answer the chapter plan (200) and render nothing.")
+
+
+class BookSection(BaseModel):
+    """A section of a book: a chapter that is read, or matter that is skipped (with why)."""
+
+    title: str
+    kind: Literal["body", "front", "back"]
+    words: int
+    parents: list[str] = Field(
+        description="Titles of the TOC entries it sits under (parts), outermost first."
+    )
+    reason: str | None = Field(description="Why it is front or back matter; null for chapters.")
+
+
+class PlannedSection(BookSection):
+    """A section in a plan preview."""
+
+    index: int
+    number: int | None = Field(description="Its number for `chapters` (null for matter not included).")
+    minutes: float = Field(description="Estimated minutes of audio at the requested speed.")
+    selected: bool
+    skipped: bool
+
+
+class BookSelection(BaseModel):
+    """What a render with these options would read."""
+
+    chapters: int
+    words: int
+    minutes: float
+
+
+class BookPlan(BaseModel):
+    """The chapter plan of an uploaded book (``plan_only=true``)."""
+
+    object: Literal["book.plan"]
+    source: str
+    title: str
+    author: str
+    language: str | None
+    format: str
+    outline: str = Field(
+        description="Where the chapters came from: nav, ncx, headings, documents, chapter lines."
+    )
+    words: int
+    selected: BookSelection
+    sections: list[PlannedSection]
+    skipped: list[PlannedSection]
+    warnings: list[str]
+
+
+class BookChapter(BaseModel):
+    """One chapter being rendered."""
+
+    number: int
+    title: str
+    parents: list[str]
+    state: Literal["pending", "rendering", "done"]
+    segments_done: int
+    segments_total: int
+
+
+class BookProgress(BaseModel):
+    """How far the render is."""
+
+    segments_done: int
+    segments_total: int = Field(description="0 until a worker has planned the book.")
+    percent: float
+    audio_seconds: float
+    eta_seconds: float | None
+
+
+class BookFailure(BaseModel):
+    """Why a book failed."""
+
+    code: str
+    message: str
+
+
+class Book(BaseModel):
+    """An audiobook: state, progress, chapters, what was skipped, and the files once done."""
+
+    id: str
+    object: Literal["book"]
+    state: Literal["queued", "rendering", "assembling", "succeeded", "failed", "cancelled"]
+    title: str
+    author: str
+    voice: str
+    speed: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    planned: bool = Field(description="True once a worker has split the chapters into segments.")
+    progress: BookProgress
+    chapters: list[BookChapter]
+    skipped: list[BookSection]
+    warnings: list[str]
+    duration: float | None
+    manifest: dict[str, Any] | None
+    files: list[str]
+    error: BookFailure | None
+    links: dict[str, str]
+
+
+class BookList(BaseModel):
+    """The caller's recent books, newest first."""
+
+    object: Literal["list"]
+    data: list[Book]
 
 
 def dump(model: BaseModel) -> dict[str, Any]:

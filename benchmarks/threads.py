@@ -56,7 +56,7 @@ def _feeds(text: str, assets: str, voice: str) -> dict:
     ids, _ = eng.model.tokenize(eng.g2p(text, rv.lang).text)
     return {
         "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
-        "style": rv.kokoro.style_for(len(ids)).reshape(1, -1).astype(np.float32),
+        "style": rv.voice.style_for(len(ids)).reshape(1, -1).astype(np.float32),
         "speed": np.array([1.0], dtype=np.float32),
     }
 

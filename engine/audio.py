@@ -86,6 +86,7 @@ WAV_UNKNOWN_SIZE = 0xFFFFFFFF
 
 _PCM_SCALE = 32767.0
 
+
 def normalize_format(fmt: str) -> str:
     """Return the canonical format name for ``fmt`` (case-insensitive, aliases allowed)."""
     if not isinstance(fmt, str):
@@ -437,4 +438,3 @@ def decode_audio(data: bytes, fmt: str | None = None, *, sample_rate: int = 24_0
     if fmt == "wav":
         return _decode_wav(data)
     return _decode_av(data, fmt)
-

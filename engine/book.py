@@ -459,13 +459,15 @@ def _sections(src: _Source, book_title: str, author: str) -> list[Chapter]:
     chapters: list[Chapter] = []
     untitled_body = 0
     for i, (piece, reason) in enumerate(merged):
+        kind = "body" if not reason else ("front" if i < last_body else "back")
+        if kind == "back" and reason == "Project Gutenberg header":
+            reason = "Project Gutenberg licence"  # Gutenberg marks its trailer with the header's class too
         title = piece.title or _first_heading(src, piece)
         if not title and not reason:
             untitled_body += 1
             title = book_title if untitled_body == 1 else f"Section {i + 1}"
         if not title:
             title = _label(reason)
-        kind = "body" if not reason else ("front" if i < last_body else "back")
         chapters.append(
             Chapter(
                 index=i,

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +20,14 @@ import numpy as np
 
 from engine import assets
 from engine.chunk import AudioChunk, WordTiming, clean_speech, lead_samples, pause_seconds, with_pause
-from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
+from engine.exceptions import AssetError, InvalidTextError
 from engine.g2p import G2PRegistry, Phonemes, is_speakable
-from engine.kokoro import MAX_TOKENS, SAMPLES_PER_FRAME, KokoroModel, load_vocab
+from engine.kokoro import KokoroModel, KokoroSpeech, load_vocab
 from engine.languages import normalize_lang
-from engine.piper import PIPER_PREFIX, PiperVoice
-from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, renumber, split_segment, split_text
-from engine.voices import Voice, VoiceStore, check_speed
+from engine.piper import PiperSpeech
+from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, split_text
+from engine.speech import ResolvedVoice, SpeechBackend
+from engine.voices import VoiceStore, check_speed
 
 log = logging.getLogger("spool.engine")
 
@@ -39,41 +38,34 @@ DEFAULT_VOICE = "af_heart"
 WARMUP_TEXT = "Ready."
 
 
-@dataclass(frozen=True)
-class ResolvedVoice:
-    """A checked voice request: which voice (Kokoro table or Piper model), language and speed."""
-
-    spec: str
-    lang: str
-    speed: float
-    sample_rate: int
-    kokoro: Voice | None = None
-    piper: PiperVoice | None = None
+__all__ = ["DEFAULT_VOICE", "Engine", "ResolvedVoice"]
 
 
 class Engine:
-    """Kokoro-82M (plus optional Piper voices) with G2P and segmentation; see the module docstring."""
+    """Kokoro-82M (plus other speech backends, Piper's by default) with G2P and segmentation.
+
+    The voice backends are asked in order which owns a voice spec (:class:`engine.speech.SpeechBackend`);
+    Kokoro comes last and takes every name no other backend claims.
+    """
 
     def __init__(
         self,
         model: KokoroModel,
         voices: VoiceStore,
         *,
-        piper: dict[str, PiperVoice] | None = None,
+        backends: Sequence[SpeechBackend] = (),
         model_id: str | None = None,
     ) -> None:
         self.model = model
         self.voices = voices
-        self.piper = dict(piper or {})
         self.g2p = G2PRegistry()
         self._model_id = model_id
         #: Phoneme budget of the first segment of every text (see ``engine.segment.split_text``).
         self.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
-        # Piper models found on disk but not loaded yet: loaded on first use, so a worker that
-        # never speaks with Piper pays neither its load time nor its memory.
-        self._piper_paths: dict[str, Path] = {}
-        self._piper_options: dict[str, Any] = {}
-        self._piper_lock = threading.Lock()
+        self.kokoro = KokoroSpeech(model, voices, self.g2p)
+        self.piper = next((b for b in backends if isinstance(b, PiperSpeech)), None) or PiperSpeech()
+        others = [b for b in backends if b is not self.piper]
+        self.backends: list[SpeechBackend] = [*others, self.piper, self.kokoro]
 
     # -- construction -------------------------------------------------------------------------
 
@@ -148,22 +140,7 @@ class Engine:
         self, model_path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None
     ) -> str:
         """Make a Piper voice (``<name>.onnx`` + ``.onnx.json``) available; it loads on first use."""
-        path = Path(model_path).expanduser()
-        if not path.is_file() or not path.with_name(path.name + ".json").is_file():
-            raise AssetError(
-                f"Piper voice {path} or its .onnx.json config is missing. Run `spool models fetch`."
-            )
-        name = path.name[: -len(".onnx")]
-        self._piper_paths[name] = path
-        self._piper_options = {"providers": providers, "threads": threads}
-        return PIPER_PREFIX + name
-
-    def _piper_voice(self, name: str) -> PiperVoice | None:
-        """The loaded Piper voice ``name``, loading it now if it is only known by path."""
-        with self._piper_lock:
-            if name not in self.piper and name in self._piper_paths:
-                self.piper[name] = PiperVoice.load(self._piper_paths[name], **self._piper_options)
-            return self.piper.get(name)
+        return self.piper.add(model_path, providers=providers, threads=threads)
 
     def warm_up(self) -> float:
         """Run one short sentence so spaCy, espeak and the session's memory are ready; return seconds."""
@@ -188,34 +165,18 @@ class Engine:
         return self._model_id or "kokoro-session"
 
     def voice_names(self) -> list[str]:
-        """Every voice this engine can speak with: Kokoro names, then ``piper:<name>``."""
-        return self.voices.names() + [
-            PIPER_PREFIX + name for name in sorted({*self.piper, *self._piper_paths})
+        """Every voice this engine can speak with: Kokoro names, then the other backends' (``piper:<name>``)."""
+        return self.kokoro.names() + [
+            name for b in self.backends if b is not self.kokoro for name in b.names()
         ]
 
     def check(self, voice: str = DEFAULT_VOICE, speed: float = 1.0, lang: str | None = None) -> ResolvedVoice:
         """Validate a voice spec, speed and language; raise a clear error listing what is valid."""
         speed = check_speed(speed)
-        if isinstance(voice, str) and voice.strip().lower().startswith(PIPER_PREFIX):
-            name = voice.strip()[len(PIPER_PREFIX) :]
-            pv = self._piper_voice(name)
-            if pv is None:
-                have = (
-                    ", ".join(PIPER_PREFIX + n for n in sorted({*self.piper, *self._piper_paths}))
-                    or "none installed"
-                )
-                raise UnknownVoiceError(
-                    f"Unknown Piper voice {name!r}. Available: {have} (`spool models fetch` installs "
-                    "piper:en_US-joe-medium).",
-                    voice=voice,
-                )
-            return ResolvedVoice(
-                PIPER_PREFIX + name, normalize_lang(lang, pv.lang), speed, pv.sample_rate, piper=pv
-            )
-        resolved = self.voices.resolve(voice)
-        return ResolvedVoice(
-            resolved.name, normalize_lang(lang, resolved.lang), speed, self.sample_rate, kokoro=resolved
-        )
+        if not isinstance(voice, str):
+            return self.kokoro.resolve(voice, speed, lang)  # its store says what a voice spec must be
+        backend = next(b for b in self.backends if b.owns(voice))
+        return backend.resolve(voice, speed, lang)
 
     # -- layers ---------------------------------------------------------------------------------
 
@@ -248,7 +209,7 @@ class Engine:
         speech = np.zeros(0, dtype=np.float32)
         words: list[WordTiming] = []
         if segment.spoken.strip() and is_speakable(segment.spoken):
-            pieces = self._render(segment.spoken, rv)
+            pieces = rv.backend.render(segment.spoken, rv)
             parts = []
             offset = 0.0
             for k, (audio, timings) in enumerate(pieces):
@@ -263,7 +224,9 @@ class Engine:
                     end = max(start, min(max(0.0, w.end - cut / rate), limit))
                     # Rounded to 0.1 ms, never past the end of the speech they lie in.
                     words.append(
-                        WordTiming(w.word, min(round(offset + start, 4), stop), min(round(offset + end, 4), stop))
+                        WordTiming(
+                            w.word, min(round(offset + start, 4), stop), min(round(offset + end, 4), stop)
+                        )
                     )
                 parts.append(cleaned)
                 offset += limit
@@ -311,77 +274,6 @@ class Engine:
         chunks = list(self.stream(text, voice=voice, speed=speed, lang=lang))
         samples = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
         return samples, chunks
-
-    # -- internals ------------------------------------------------------------------------------
-
-    def _render(self, spoken: str, rv: ResolvedVoice) -> list[tuple[np.ndarray, list[WordTiming]]]:
-        """Audio and chunk-relative word timings for spoken text, split further if over 510 tokens."""
-        if rv.piper is not None:
-            phonemes = rv.piper.phonemize(spoken)
-            audio = rv.piper.infer(phonemes, rv.speed)
-            words = [w for w in spoken.split() if is_speakable(w)]
-            return [(audio, _spread(words, [len(w) for w in words], len(audio) / rv.sample_rate))]
-        phonemes = self.g2p(spoken, rv.lang)
-        ids, where = self.model.tokenize(phonemes.text)
-        if len(ids) > MAX_TOKENS:
-            return self._render_split(spoken, rv, len(ids))
-        if not ids:
-            return []
-        if rv.kokoro is None:
-            raise UnknownVoiceError(f"{rv.spec!r} is not a Kokoro voice.", voice=rv.spec)
-        audio, durations = self.model.infer(ids, rv.kokoro.style_for(len(ids)), rv.speed)
-        return [(audio, _word_timings(phonemes, where, durations, len(audio), rv.sample_rate))]
-
-    def _render_split(
-        self, spoken: str, rv: ResolvedVoice, n_tokens: int
-    ) -> list[tuple[np.ndarray, list[WordTiming]]]:
-        """Render text whose phonemes exceed the model's limit in smaller pieces (nothing dropped)."""
-        pieces = max(2, -(-n_tokens // (MAX_TOKENS - 60)))
-        max_chars = max(8, len(spoken) // pieces)
-        whole = Segment(0, 0, len(spoken), spoken, spoken, "end")
-        out: list[tuple[np.ndarray, list[WordTiming]]] = []
-        for part in renumber(split_segment(whole, max_chars, lang=rv.lang)):
-            if part.spoken.strip():
-                out.extend(self._render(part.spoken, rv))
-        return out
-
-
-def _word_timings(
-    phonemes: Phonemes, where: list[int], durations: np.ndarray | None, n_samples: int, rate: int
-) -> list[WordTiming]:
-    """Word start/end seconds from per-token durations (frames of 600 samples), or spread evenly."""
-    spoken = [(w, s, e) for w, s, e in phonemes.words if is_speakable(w)]
-    if durations is None or len(durations) != max(where, default=-1) + 3 or not spoken:
-        lengths = [e - s for _, s, e in spoken]
-        return _spread([w for w, _, _ in spoken], lengths, n_samples / rate)
-    # Frame boundaries: token i (0-based, after the leading pad) spans frames ends[i]..ends[i+1].
-    ends = np.concatenate([[0], np.cumsum(durations)]).astype(np.int64)
-    seconds_per_frame = SAMPLES_PER_FRAME / rate
-    timings = []
-    for word, start, end in spoken:
-        tokens = [where[i] for i in range(start, min(end, len(where))) if where[i] >= 0]
-        if not tokens:
-            continue
-        first, last = tokens[0] + 1, tokens[-1] + 1  # +1 skips the leading pad token
-        timings.append(
-            WordTiming(
-                word, float(ends[first] * seconds_per_frame), float(ends[last + 1] * seconds_per_frame)
-            )
-        )
-    return timings
-
-
-def _spread(words: list[str], weights: list[int], seconds: float) -> list[WordTiming]:
-    """Estimated timings: share ``seconds`` between words in proportion to their weights."""
-    total = sum(weights)
-    if not words or total <= 0:
-        return []
-    timings, at = [], 0.0
-    for word, weight in zip(words, weights, strict=True):
-        span = seconds * weight / total
-        timings.append(WordTiming(word, round(at, 4), round(at + span, 4)))
-        at += span
-    return timings
 
 
 def _model_id(path: Path) -> str:

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from engine.chunk import WordTiming
 from engine.exceptions import AssetError, EngineError, InvalidTextError
+from engine.g2p import G2PRegistry, Phonemes, is_speakable
+from engine.languages import normalize_lang
+from engine.segment import Segment, renumber, split_segment
+from engine.speech import Rendered, ResolvedVoice, spread_timings
 from engine.voices import VoiceStore
 
 log = logging.getLogger("spool.engine")
@@ -302,3 +307,74 @@ class KokoroVoices:
     def sample_rate(self, voice: str) -> int:
         """Every Kokoro voice renders at 24 kHz."""
         return SAMPLE_RATE
+
+
+class KokoroSpeech:
+    """The Kokoro speech backend: misaki/espeak G2P, one model call per segment, timings from durations."""
+
+    def __init__(self, model: KokoroModel, voices: VoiceStore, g2p: G2PRegistry) -> None:
+        self.model = model
+        self.voices = voices
+        self.g2p = g2p
+
+    def owns(self, voice: str) -> bool:
+        """Every voice no other backend claims is a Kokoro name or blend."""
+        return True
+
+    def names(self) -> list[str]:
+        """The loaded Kokoro voices (blends of them are accepted too)."""
+        return self.voices.names()
+
+    def resolve(self, voice: str, speed: float, lang: str | None) -> ResolvedVoice:
+        """A Kokoro voice or blend; UnknownVoiceError / InvalidVoiceSpecError say what is valid."""
+        resolved = self.voices.resolve(voice)
+        return ResolvedVoice(
+            resolved.name, normalize_lang(lang, resolved.lang), speed, self.model.sample_rate, self, resolved
+        )
+
+    def render(self, spoken: str, rv: ResolvedVoice) -> Rendered:
+        """Audio and word timings for spoken text, split further if over the model's 510 tokens."""
+        phonemes = self.g2p(spoken, rv.lang)
+        ids, where = self.model.tokenize(phonemes.text)
+        if len(ids) > MAX_TOKENS:
+            return self._render_split(spoken, rv, len(ids))
+        if not ids:
+            return []
+        audio, durations = self.model.infer(ids, rv.voice.style_for(len(ids)), rv.speed)
+        return [(audio, word_timings(phonemes, where, durations, len(audio), rv.sample_rate))]
+
+    def _render_split(self, spoken: str, rv: ResolvedVoice, n_tokens: int) -> Rendered:
+        """Render text whose phonemes exceed the model's limit in smaller pieces (nothing dropped)."""
+        pieces = max(2, -(-n_tokens // (MAX_TOKENS - 60)))
+        max_chars = max(8, len(spoken) // pieces)
+        whole = Segment(0, 0, len(spoken), spoken, spoken, "end")
+        out: Rendered = []
+        for part in renumber(split_segment(whole, max_chars, lang=rv.lang)):
+            if part.spoken.strip():
+                out.extend(self.render(part.spoken, rv))
+        return out
+
+
+def word_timings(
+    phonemes: Phonemes, where: list[int], durations: np.ndarray | None, n_samples: int, rate: int
+) -> list[WordTiming]:
+    """Word start/end seconds from per-token durations (frames of 600 samples), or spread evenly."""
+    spoken = [(w, s, e) for w, s, e in phonemes.words if is_speakable(w)]
+    if durations is None or len(durations) != max(where, default=-1) + 3 or not spoken:
+        lengths = [e - s for _, s, e in spoken]
+        return spread_timings([w for w, _, _ in spoken], lengths, n_samples / rate)
+    # Frame boundaries: token i (0-based, after the leading pad) spans frames ends[i]..ends[i+1].
+    ends = np.concatenate([[0], np.cumsum(durations)]).astype(np.int64)
+    seconds_per_frame = SAMPLES_PER_FRAME / rate
+    timings = []
+    for word, start, end in spoken:
+        tokens = [where[i] for i in range(start, min(end, len(where))) if where[i] >= 0]
+        if not tokens:
+            continue
+        first, last = tokens[0] + 1, tokens[-1] + 1  # +1 skips the leading pad token
+        timings.append(
+            WordTiming(
+                word, float(ends[first] * seconds_per_frame), float(ends[last + 1] * seconds_per_frame)
+            )
+        )
+    return timings

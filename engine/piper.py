@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
-from engine.g2p import _espeak_backend
+from engine.g2p import _espeak_backend, is_speakable
 from engine.kokoro import resolve_providers, session_options
-from engine.languages import locale_language
+from engine.languages import locale_language, normalize_lang
+from engine.speech import Rendered, ResolvedVoice, spread_timings
 
 log = logging.getLogger("spool.engine.piper")
 
@@ -181,3 +182,63 @@ class PiperVoices:
         except AssetError:
             log.warning("cannot read the sample rate of %s from %s; assuming %d", voice, config, DEFAULT_RATE)
             return DEFAULT_RATE
+
+
+class PiperSpeech:
+    """The Piper speech backend: ``piper:<model>`` voices, each session loaded on its first use."""
+
+    def __init__(self) -> None:
+        self.voices: dict[str, PiperVoice] = {}
+        # Models found on disk but not loaded yet: a worker that never speaks with Piper pays
+        # neither their load time nor their memory.
+        self._paths: dict[str, Path] = {}
+        self._options: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def add(
+        self, model_path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None
+    ) -> str:
+        """Make a Piper voice (``<name>.onnx`` + ``.onnx.json``) available; it loads on first use."""
+        path = Path(model_path).expanduser()
+        if not path.is_file() or not path.with_name(path.name + ".json").is_file():
+            raise AssetError(
+                f"Piper voice {path} or its .onnx.json config is missing. Run `spool models fetch`."
+            )
+        name = path.name[: -len(".onnx")]
+        self._paths[name] = path
+        self._options = {"providers": providers, "threads": threads}
+        return PIPER_PREFIX + name
+
+    def owns(self, voice: str) -> bool:
+        """Piper voices are named ``piper:<model>``."""
+        return voice.strip().lower().startswith(PIPER_PREFIX)
+
+    def names(self) -> list[str]:
+        """Every Piper voice known, loaded or not, as ``piper:<model>``."""
+        return [PIPER_PREFIX + name for name in sorted({*self.voices, *self._paths})]
+
+    def _voice(self, name: str) -> PiperVoice | None:
+        with self._lock:
+            if name not in self.voices and name in self._paths:
+                self.voices[name] = PiperVoice.load(self._paths[name], **self._options)
+            return self.voices.get(name)
+
+    def resolve(self, voice: str, speed: float, lang: str | None) -> ResolvedVoice:
+        """The Piper voice, loading it now; UnknownVoiceError names the installed ones."""
+        name = voice.strip()[len(PIPER_PREFIX) :]
+        piper = self._voice(name)
+        if piper is None:
+            raise UnknownVoiceError(
+                f"Unknown Piper voice {name!r}. Available: {', '.join(self.names()) or 'none installed'} "
+                "(`spool models fetch` installs piper:en_US-joe-medium).",
+                voice=voice,
+            )
+        return ResolvedVoice(
+            PIPER_PREFIX + name, normalize_lang(lang, piper.lang), speed, piper.sample_rate, self, piper
+        )
+
+    def render(self, spoken: str, rv: ResolvedVoice) -> Rendered:
+        """espeak phonemes, one VITS call; word timings spread by word length (Piper gives none)."""
+        audio = rv.voice.infer(rv.voice.phonemize(spoken), rv.speed)
+        words = [w for w in spoken.split() if is_speakable(w)]
+        return [(audio, spread_timings(words, [len(w) for w in words], len(audio) / rv.sample_rate))]

@@ -43,7 +43,11 @@ SPEED_RANGE: tuple[float, float] = (0.5, 2.0)
 #: The form a blend takes, quoted in error messages.
 BLEND_FORM = "name, name(weight)+name(weight) or name+name, e.g. af_bella(2)+af_sky(1)"
 
-_COMPONENT = re.compile(r"^\s*(?P<name>[^\s()+]+)\s*(?:\(\s*(?P<weight>[^()]*?)\s*\))?\s*$")
+#: Longest voice spec accepted, in characters (a blend of many voices fits in far less).
+MAX_VOICE_SPEC_CHARS = 300
+
+#: Characters that cannot appear in a voice name.
+_NOT_IN_NAME = frozenset("()+")
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,15 +137,26 @@ def parse_blend(spec: str) -> tuple[tuple[str, float], ...]:
     """Parse ``af_bella(2)+af_sky(1)`` into ((name, weight), ...) with weights summing to 1."""
     if not isinstance(spec, str) or not spec.strip():
         raise InvalidVoiceSpecError(f"No voice given: use {BLEND_FORM}.", voice=repr(spec))
+    if len(spec) > MAX_VOICE_SPEC_CHARS:
+        raise InvalidVoiceSpecError(
+            f"The voice spec is {len(spec):,} characters; the limit is {MAX_VOICE_SPEC_CHARS}. Use {BLEND_FORM}.",
+            voice=spec[:100],
+        )
     weights: dict[str, float] = {}
     for part in spec.split("+"):
-        match = _COMPONENT.match(part)
-        if not match:
+        # Read by hand, not by a pattern: one pass, so hostile specs cost linear time.
+        name, paren, rest = part.strip().partition("(")
+        name = name.strip()
+        weight_text = None
+        if paren:
+            weight_text = rest[:-1] if rest.endswith(")") else None
+            if weight_text is None or "(" in weight_text or ")" in weight_text:
+                name = ""  # unbalanced parentheses: refused below
+        if not name or _NOT_IN_NAME & set(name) or any(ch.isspace() for ch in name):
             raise InvalidVoiceSpecError(
-                f"Cannot read {part.strip()!r} in voice {spec!r}: use {BLEND_FORM}.", voice=spec
+                f"Cannot read {part.strip()[:100]!r} in voice {spec!r}: use {BLEND_FORM}.", voice=spec
             )
-        name, weight_text = match.group("name"), match.group("weight")
-        weight = 1.0 if weight_text is None else _parse_weight(weight_text, spec)
+        weight = 1.0 if weight_text is None else _parse_weight(weight_text.strip(), spec)
         weights[name] = weights.get(name, 0.0) + weight  # a voice named twice adds up
     total = sum(weights.values())
     return tuple((name, weight / total) for name, weight in weights.items())

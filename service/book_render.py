@@ -42,13 +42,23 @@ _CONTENT_TYPES = {
 }
 
 
+def plan_book(store: BookStore, book_id: str, worker_name: str) -> int:
+    """Split a submitted book into segments and queue its batches; return how many segments."""
+    try:
+        return store.plan_and_queue(book_id, worker_name)
+    except SpoolError as exc:
+        # Text the segmenter refuses cannot be fixed by retrying: the book fails with the reason.
+        store.fail(book_id, exc.code, exc.message)
+        return 0
+
+
 def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, worker_name: str) -> list[str]:
     """Render segments of one batch that have no checkpoint yet; return the checkpoint keys."""
     svc = store.svc
     rec = store.record(book_id)
-    if rec["state"] in FINISHED:
+    if rec.state in FINISHED:
         return []
-    spec = store.spec(rec)
+    spec = rec.render_spec
     try:
         rv = engine.check(spec.voice, spec.speed, spec.language)
     except SpoolError as exc:
@@ -92,10 +102,10 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
     """The assembly itself (the caller holds the book's lock); returns the storage keys written."""
     svc = store.svc
     rec = store.record(book_id)
-    if rec["state"] in FINISHED:
+    if rec.state in FINISHED:
         return []
     store.start_assembly(book_id)
-    spec = store.spec(rec)
+    spec = rec.render_spec
     rv = engine.check(spec.voice, spec.speed, spec.language)
     plan = store.plan(book_id)
     chapters = []
@@ -118,7 +128,7 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
         )
     cover = None
     cover_key = svc.keys.book_file(book_id, "cover")
-    if rec.get("cover_type") and svc.storage.exists(cover_key):
+    if rec.cover_type and svc.storage.exists(cover_key):
         cover = svc.storage.get(cover_key)
     keys = []
     with tempfile.TemporaryDirectory(prefix="spool-book-") as tmp:
@@ -126,10 +136,10 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
         manifest = assemble(
             chapters,
             out,
-            title=rec.get("title", "Untitled"),
-            author=rec.get("author", ""),
+            title=rec.title or "Untitled",
+            author=rec.author,
             cover=cover,
-            cover_type=rec.get("cover_type") or None,
+            cover_type=rec.cover_type or None,
             gap=spec.gap,
             skipped=plan.get("skipped", []),
         )

@@ -1,8 +1,9 @@
-"""Book rendering as a service: plan up front, fan segments out to every worker, assemble once.
+"""Book rendering as a service: plan in a worker, fan segments out to every worker, assemble once.
 
-A submitted book is parsed and split into chapters and segments in the web process (pure text
-work, no model). The plan goes to storage; the segments go to the queue in small batches at
-low priority, so every worker takes part and interactive jobs still overtake them. Each rendered
+A submitted book is parsed into chapters in the web process (to answer a bad file with a 4xx at
+once); the chosen chapters go to storage (``source.json``) and a plan task to the queue. A worker
+splits them into segments (``plan.json``) and queues the segments in small batches at low
+priority, so every worker takes part and interactive jobs still overtake them. Each rendered
 segment is checkpointed in storage under a hash of what it was made from (text, voice, speed,
 language, model), so a retry, a restart or the same book submitted again renders nothing twice.
 When the last segment is done one worker, holding the book's lock, assembles the audiobook.
@@ -18,7 +19,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,8 +30,9 @@ from engine.chunk import AudioChunk, WordTiming
 from engine.segment import Segment, split_text
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
+from service.record import HashRecord, hash_mapping
 from service.states import FINISHED, BookState
-from service.task_names import BOOK_RENDER
+from service.task_names import BOOK_PLAN, BOOK_RENDER
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -62,6 +64,53 @@ class BookSpec:
     author: str | None = None
     chapters: tuple[int, ...] = ()
     include_matter: bool = False
+
+
+@dataclass
+class BookRecord(HashRecord):
+    """One book as stored: its spec, state, progress and result (one Redis hash, field for field)."""
+
+    id: str
+    owner: str
+    state: BookState = BookState.QUEUED
+    title: str = ""
+    author: str = ""
+    cover_type: str = ""
+    source: str = ""
+    spec: str = "{}"  # the BookSpec as JSON (see :attr:`render_spec`)
+    queue: str = ""
+    created_at: float = 0.0
+    planned_at: float | None = None
+    planner: str | None = None  # the worker planning it, while it does
+    started_at: float | None = None
+    finished_at: float | None = None
+    chapters_total: int = 0
+    segments_total: int = 0
+    audio_seconds: float = 0.0
+    manifest: str | None = None  # the manifest as JSON, once assembled
+    error_code: str | None = None
+    error_message: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def render_spec(self) -> BookSpec:
+        """How the book is rendered."""
+        data = json.loads(self.spec)
+        data["chapters"] = tuple(data.get("chapters") or ())
+        return BookSpec(**data)
+
+    @property
+    def is_planned(self) -> bool:
+        """True once a worker has split the chapters into segments and queued them."""
+        return self.planned_at is not None
+
+
+def source_chapters(source: dict[str, Any]) -> list[Chapter]:
+    """The chapters stored in ``source.json`` at submission, as the engine's Chapter records."""
+    return [
+        Chapter(n, c["title"], c["text"], c["kind"], c.get("reason", ""), tuple(c.get("parents", ())))
+        for n, c in enumerate(source["chapters"])
+    ]
 
 
 def plan_book(
@@ -181,53 +230,103 @@ class BookStore:
         self.keys = svc.keys
         self.ttl = svc.settings.job_ttl
         self._plans: dict[str, dict[str, Any]] = {}
+        self._sources: dict[str, dict[str, Any]] = {}
 
     # -- creation -------------------------------------------------------------------------------
 
     def create(self, book: Book, spec: BookSpec, owner: str, *, source_name: str) -> str:
-        """Plan the book, store plan and cover, record it, and queue every batch; return its id."""
+        """Store the chosen chapters and the cover, record the book, and queue its plan task; return its id.
+
+        Splitting into segments is a worker's job (:meth:`plan`): a long book's text work never
+        holds a web thread.
+        """
         chapters = book.select(include_matter=spec.include_matter, chapters=list(spec.chapters) or None)
-        plan = plan_book(
-            chapters, spec.language, book.skipped(include_matter=spec.include_matter), book.warnings
-        )
+        source = {
+            "chapters": [
+                {
+                    "title": c.title,
+                    "kind": c.kind,
+                    "reason": c.reason,
+                    "parents": list(c.parents),
+                    "words": c.words,
+                    "text": c.text,
+                }
+                for c in chapters
+            ],
+            "skipped": [c.report() for c in book.skipped(include_matter=spec.include_matter)],
+            "warnings": list(book.warnings),
+        }
         book_id = new_id()
         storage = self.svc.storage
-        storage.put(self.keys.book_file(book_id, "plan.json"), json.dumps(plan).encode(), "application/json")
+        storage.put(
+            self.keys.book_file(book_id, "source.json"), json.dumps(source).encode(), "application/json"
+        )
         if book.cover:
             storage.put(self.keys.book_file(book_id, "cover"), book.cover, book.cover_type or "image/jpeg")
         now = time.time()
-        record = {
-            "id": book_id,
-            "owner": owner,
-            "state": BookState.QUEUED,
-            "title": spec.title or book.title,
-            "author": spec.author if spec.author is not None else book.author,
-            "cover_type": book.cover_type or "",
-            "source": source_name,
-            "spec": json.dumps(spec.__dict__ | {"chapters": list(spec.chapters)}),
-            "segments_total": len(plan["segments"]),
-            "chapters_total": len(plan["chapters"]),
-            "created_at": now,
-            "queue": self.svc.settings.queue,
-        }
-        pipe = self.redis.pipeline()
-        pipe.hset(self.keys.book(book_id), mapping=record)
-        pipe.hset(
-            self.keys.book_batches(book_id), mapping={str(n): "queued" for n in range(len(plan["batches"]))}
+        record = BookRecord(
+            id=book_id,
+            owner=owner,
+            title=spec.title or book.title,
+            author=spec.author if spec.author is not None else book.author,
+            cover_type=book.cover_type or "",
+            source=source_name,
+            spec=json.dumps(spec.__dict__ | {"chapters": list(spec.chapters)}),
+            queue=self.svc.settings.queue,
+            created_at=now,
+            chapters_total=len(chapters),
         )
+        pipe = self.redis.pipeline()
+        pipe.hset(self.keys.book(book_id), mapping=hash_mapping(record.to_hash()))
         pipe.zadd(self.keys.books_by_created(), {book_id: now})
         pipe.zadd(self.keys.owner_books(owner), {book_id: now})
         pipe.sadd(self.keys.books_active(), book_id)
-        for key in (self.keys.book(book_id), self.keys.book_batches(book_id)):
-            pipe.expire(key, self.ttl)
+        pipe.expire(self.keys.book(book_id), self.ttl)
+        pipe.execute()
+        self._sources[book_id] = source
+        self.send_plan(book_id)
+        log.info("book %s queued for planning: %d chapters", book_id, len(chapters))
+        return book_id
+
+    def send_plan(self, book_id: str) -> None:
+        """Queue the book's plan task (normal lane: planning is quick and shows the user progress)."""
+        self.svc.send_task(
+            BOOK_PLAN, [book_id], queue=self.queue(book_id), priority=defaults.PRIORITIES["normal"]
+        )
+
+    def plan_and_queue(self, book_id: str, worker: str) -> int:
+        """Split the stored chapters into segments, store the plan, queue every batch; return the count.
+
+        Runs in a worker. Idempotent: a book already planned (a redelivered task) is left alone.
+        """
+        rec = self.record(book_id)
+        if rec.state in FINISHED or rec.is_planned:
+            return 0
+        self.redis.hset(self.keys.book(book_id), "planner", worker)
+        spec = rec.render_spec
+        source = self.source(book_id)
+        plan = plan_book(source_chapters(source), spec.language, None, source.get("warnings"))
+        plan["skipped"] = source.get("skipped", [])
+        self.svc.storage.put(
+            self.keys.book_file(book_id, "plan.json"), json.dumps(plan).encode(), "application/json"
+        )
+        pipe = self.redis.pipeline()
+        pipe.hset(
+            self.keys.book(book_id),
+            mapping={"segments_total": len(plan["segments"]), "planned_at": repr(time.time()), "planner": ""},
+        )
+        pipe.hset(
+            self.keys.book_batches(book_id), mapping={str(n): "queued" for n in range(len(plan["batches"]))}
+        )
+        pipe.expire(self.keys.book_batches(book_id), self.ttl)
         pipe.execute()
         self._plans[book_id] = plan
         for n in range(len(plan["batches"])):
             self.send_batch(book_id, n)
         log.info(
-            "book %s queued: %d chapters, %d segments", book_id, len(plan["chapters"]), len(plan["segments"])
+            "book %s planned: %d chapters, %d segments", book_id, len(plan["chapters"]), len(plan["segments"])
         )
-        return book_id
+        return len(plan["segments"])
 
     def send_batch(self, book_id: str, batch: int) -> None:
         """Queue one render batch at the low priority lane of the book's queue."""
@@ -244,28 +343,34 @@ class BookStore:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def record(self, book_id: str, owner: str | None = None) -> dict[str, str]:
-        """The book's hash as text, or BookNotFoundError (also for another owner's book)."""
+    def record(self, book_id: str, owner: str | None = None) -> BookRecord:
+        """The book's record, or BookNotFoundError (also for another owner's book)."""
         raw = self.redis.hgetall(self.keys.book(book_id))
-        rec = {_text(k): _text(v) for k, v in raw.items()}
-        if not rec or (owner is not None and rec.get("owner") != owner):
+        if not raw or "id" not in {_text(k) for k in raw}:
+            raise BookNotFoundError(
+                f"No book {book_id!r}: it does not exist, has expired, or belongs to another API key.",
+                book_id=str(book_id),
+            )
+        rec = BookRecord.from_hash(raw)
+        if owner is not None and rec.owner != owner:
             raise BookNotFoundError(
                 f"No book {book_id!r}: it does not exist, has expired, or belongs to another API key.",
                 book_id=str(book_id),
             )
         return rec
 
-    def spec(self, rec: dict[str, str]) -> BookSpec:
-        """The render spec stored with a book."""
-        data = json.loads(rec["spec"])
-        data["chapters"] = tuple(data.get("chapters") or ())
-        return BookSpec(**data)
-
     def plan(self, book_id: str) -> dict[str, Any]:
-        """The book's plan (read from storage once per process)."""
+        """The book's plan (read from storage once per process; there once the book is planned)."""
         if book_id not in self._plans:
             self._plans[book_id] = json.loads(self.svc.storage.get(self.keys.book_file(book_id, "plan.json")))
         return self._plans[book_id]
+
+    def source(self, book_id: str) -> dict[str, Any]:
+        """The chapters chosen at submission, with what was skipped (read from storage once per process)."""
+        if book_id not in self._sources:
+            data = self.svc.storage.get(self.keys.book_file(book_id, "source.json"))
+            self._sources[book_id] = json.loads(data)
+        return self._sources[book_id]
 
     def list(self, owner: str, limit: int = 50) -> list[str]:
         """The owner's most recent book ids, newest first."""
@@ -274,15 +379,17 @@ class BookStore:
     def payload(self, book_id: str, owner: str | None = None) -> dict[str, Any]:
         """The JSON form of a book: state, progress with ETA, chapters and their states, files."""
         rec = self.record(book_id, owner)
-        plan = self.plan(book_id)
-        spec = self.spec(rec)
+        # Before a worker plans it, the chapters are the ones chosen at submission, with no segments yet.
+        plan = self.plan(book_id) if rec.is_planned else self.source(book_id)
+        spec = rec.render_spec
         done = {int(_text(i)) for i in self.redis.smembers(self.keys.book_done(book_id))}
-        total = int(rec.get("segments_total", 0))
+        total = rec.segments_total
         chapters = []
         for number, chapter in enumerate(plan["chapters"], start=1):
-            ids = range(chapter["first"], chapter["first"] + chapter["count"])
+            ids = range(chapter.get("first", 0), chapter.get("first", 0) + chapter.get("count", 0))
             finished = sum(1 for i in ids if i in done)
-            state = "done" if finished == chapter["count"] else ("rendering" if finished else "pending")
+            count = chapter.get("count", 0)
+            state = "done" if count and finished == count else ("rendering" if finished else "pending")
             chapters.append(
                 {
                     "number": number,
@@ -290,31 +397,32 @@ class BookStore:
                     "parents": chapter.get("parents", []),
                     "state": state,
                     "segments_done": finished,
-                    "segments_total": chapter["count"],
+                    "segments_total": count,
                 }
             )
         eta = None
-        started = float(rec["started_at"]) if rec.get("started_at") else None
-        if started and done and rec["state"] == BookState.RENDERING:
+        started = rec.started_at
+        if started and done and rec.state == BookState.RENDERING:
             elapsed = time.time() - started
             eta = round(elapsed / len(done) * (total - len(done)), 1)
-        manifest = json.loads(rec["manifest"]) if rec.get("manifest") else None
+        manifest = json.loads(rec.manifest) if rec.manifest else None
         return {
             "id": book_id,
             "object": "book",
-            "state": rec["state"],
-            "title": rec.get("title", ""),
-            "author": rec.get("author", ""),
+            "state": str(rec.state),
+            "title": rec.title,
+            "author": rec.author,
             "voice": spec.voice,
             "speed": spec.speed,
-            "created_at": float(rec.get("created_at", 0)),
+            "created_at": rec.created_at,
             "started_at": started,
-            "finished_at": float(rec["finished_at"]) if rec.get("finished_at") else None,
+            "finished_at": rec.finished_at,
+            "planned": rec.is_planned,
             "progress": {
                 "segments_done": len(done),
                 "segments_total": total,
                 "percent": round(100.0 * len(done) / total, 1) if total else 100.0,
-                "audio_seconds": round(float(rec.get("audio_seconds", 0) or 0), 2),
+                "audio_seconds": round(rec.audio_seconds, 2),
                 "eta_seconds": eta,
             },
             "chapters": chapters,
@@ -323,9 +431,7 @@ class BookStore:
             "duration": manifest["duration"] if manifest else None,
             "manifest": manifest,
             "files": manifest["files"] + ["book.zip"] if manifest else [],
-            "error": {"code": rec["error_code"], "message": rec.get("error_message", "")}
-            if rec.get("error_code")
-            else None,
+            "error": {"code": rec.error_code, "message": rec.error_message or ""} if rec.error_code else None,
         }
 
     # -- state changes ----------------------------------------------------------------------------
@@ -333,9 +439,11 @@ class BookStore:
     def cancel(self, book_id: str, owner: str | None = None) -> None:
         """Cancel a book: workers stop before their next segment; finished books cannot be cancelled."""
         rec = self.record(book_id, owner)
-        if rec["state"] in FINISHED:
-            raise ConflictError(f"Book {book_id} is already {rec['state']}.", state=rec["state"])
-        self.redis.hset(self.keys.book(book_id), mapping={"state": BookState.CANCELLED, "finished_at": time.time()})
+        if rec.state in FINISHED:
+            raise ConflictError(f"Book {book_id} is already {rec.state}.", state=str(rec.state))
+        self.redis.hset(
+            self.keys.book(book_id), mapping={"state": BookState.CANCELLED, "finished_at": time.time()}
+        )
         self.redis.srem(self.keys.books_active(), book_id)
 
     def state(self, book_id: str) -> str:
@@ -377,11 +485,11 @@ class BookStore:
     def try_assembly(self, book_id: str) -> bool:
         """Take the assembly lock if every segment is done and nobody holds it."""
         rec = self.record(book_id)
-        if rec["state"] in FINISHED:
+        if rec.state in FINISHED or not rec.is_planned:
             return False
         done = int(self.redis.scard(self.keys.book_done(book_id)))
-        if done < int(rec["segments_total"]):
-            log.debug("book %s: %d of %s segments done", book_id, done, rec["segments_total"])
+        if done < rec.segments_total:
+            log.debug("book %s: %d of %s segments done", book_id, done, rec.segments_total)
             return False
         locked = bool(self.redis.set(self.keys.book_lock(book_id), "1", nx=True, ex=ASSEMBLY_LOCK_SECONDS))
         log.info(
@@ -400,7 +508,11 @@ class BookStore:
         """Record the finished audiobook."""
         self.redis.hset(
             self.keys.book(book_id),
-            mapping={"state": BookState.SUCCEEDED, "finished_at": time.time(), "manifest": json.dumps(manifest)},
+            mapping={
+                "state": BookState.SUCCEEDED,
+                "finished_at": time.time(),
+                "manifest": json.dumps(manifest),
+            },
         )
         self.redis.srem(self.keys.books_active(), book_id)
         self.redis.delete(self.keys.book_lock(book_id))

@@ -51,9 +51,7 @@ class WorkerRegistry:
 
     def live(self) -> list[dict[str, Any]]:
         """Every worker whose heartbeat has not expired, by name."""
-        names = [
-            n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), time.time(), "+inf")
-        ]
+        names = [n.decode() for n in self.redis.zrangebyscore(self.keys.workers(), time.time(), "+inf")]
         if not names:
             return []
         raws = self.redis.mget([self.keys.worker(n) for n in names])

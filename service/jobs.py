@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import time
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -29,6 +28,7 @@ import redis as redis_lib
 from config import defaults
 from service.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
 from service.keys import Keys, check_owner, is_id, new_id
+from service.record import HashRecord, flatten, hash_mapping
 from service.states import JOB_STATES, JobState
 
 #: Which states each state may be entered from. ``running`` -> ``running`` is a redelivery after a
@@ -149,7 +149,7 @@ class JobSpec:
 
 
 @dataclass
-class Job:
+class Job(HashRecord):
     """One job as stored: spec, state, progress, timestamps, error and result (one Redis hash).
 
     The hash is this dataclass, field for field (:meth:`to_hash`, :meth:`from_hash`): a new field needs
@@ -203,61 +203,6 @@ class Job:
         """Length of the text, for ETAs."""
         return len(self.text)
 
-    def to_hash(self) -> dict[str, Any]:
-        """The job's fields as a Redis hash (see :func:`_fields` for how values are written)."""
-        record = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        return {**self.extra, **{name: _coerce(name, value) for name, value in record.items()}}
-
-    @classmethod
-    def from_hash(cls, raw: Mapping[bytes | str, bytes | str]) -> Job:
-        """Decode a Redis hash into a Job."""
-        data = {
-            (k.decode() if isinstance(k, bytes) else k): (
-                v.decode("utf-8", "surrogatepass") if isinstance(v, bytes) else v
-            )
-            for k, v in raw.items()
-        }
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "extra" or f.name not in data:
-                continue
-            kind, optional = _FIELD_KINDS[f.name]
-            text = data.pop(f.name)
-            if text == "":
-                # Written as None (optional fields), or a counter never set: the field's default.
-                if not optional and kind is not str:
-                    continue
-                values[f.name] = None if optional else text
-            else:
-                values[f.name] = _decode(kind, text)
-        return cls(**values, extra=data)
-
-
-def _decode(kind: type, text: str) -> Any:
-    """One hash value as the field's type."""
-    if kind is bool:
-        return text == "1"
-    return kind(text)
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """A value as its field's type, so it is written in one form (``speed`` 1 -> 1.0)."""
-    kind, _ = _FIELD_KINDS[name]
-    return float(value) if kind is float and value is not None else value
-
-
-def _field_kinds(cls: type) -> dict[str, tuple[type, bool]]:
-    """Each field's value type and whether it may be None, read from the annotations."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(cls).items():
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        kinds[name] = (args[0] if optional else hint, optional)
-    return kinds
-
-
-_FIELD_KINDS = _field_kinds(Job)
-
 
 @dataclass(frozen=True)
 class JobPage:
@@ -295,20 +240,6 @@ def _is_state_event(data: object) -> bool:
         return json.loads(data).get("type") == "state"  # type: ignore[arg-type]
     except (TypeError, ValueError, AttributeError):
         return False
-
-
-def _fields(values: Mapping[str, Any]) -> list[str]:
-    """Flatten a mapping into HSET arguments; None becomes an empty string (read back as None)."""
-    flat: list[str] = []
-    for name, value in values.items():
-        if value is None:
-            value = ""
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        elif isinstance(value, float):
-            value = repr(value)
-        flat.extend((name, str(value)))
-    return flat
 
 
 class JobStore:
@@ -364,7 +295,7 @@ class JobStore:
                     repr(now),
                     repr(priority * _PRIORITY_WEIGHT + now * 1000),
                     repr(now - self.ttl),
-                    *_fields(job.to_hash()),
+                    *flatten(job.to_hash()),
                 ],
             )
             found_id = found_id.decode() if isinstance(found_id, bytes) else found_id
@@ -489,7 +420,7 @@ class JobStore:
                 self.keys.queued(queue),
                 self.keys.job_events(job_id),
             ],
-            args=[job_id, new_state, ",".join(allowed), self.ttl, json.dumps(payload), *_fields(fields)],
+            args=[job_id, new_state, ",".join(allowed), self.ttl, json.dumps(payload), *flatten(fields)],
         )
         previous = previous.decode() if isinstance(previous, bytes) else previous
         if moved == -1:
@@ -623,7 +554,7 @@ class JobStore:
             keys=[self.keys.job(job_id), self.keys.job_events(job_id)],
             args=[
                 json.dumps(payload),
-                *_fields(
+                *flatten(
                     {
                         "segments_done": segments_done,
                         "segments_total": segments_total,
@@ -636,9 +567,7 @@ class JobStore:
     def set_fields(self, job_id: str, **fields: Any) -> None:
         """Set extra hash fields on an existing job (no event)."""
         if fields:
-            self.redis.hset(
-                self.keys.job(job_id), mapping=dict(zip(*[iter(_fields(fields))] * 2, strict=True))
-            )
+            self.redis.hset(self.keys.job(job_id), mapping=hash_mapping(fields))
 
     def wait(self, job_id: str, timeout: float, *, recheck: float = 2.0) -> Job:
         """Block until the job is finished or ``timeout`` seconds pass; return the job as last seen.

@@ -58,8 +58,21 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
         except BookNotFoundError:
             store.redis.srem(store.keys.books_active(), book_id)
             continue
-        if rec["state"] in FINISHED:
+        if rec.state in FINISHED:
             store.redis.srem(store.keys.books_active(), book_id)
+            continue
+        if not rec.is_planned:
+            # A planner that died mid-plan: plan again (planning is idempotent until it completes).
+            if rec.planner and rec.planner not in live_workers:
+                key = store.keys.book(book_id)
+                if _text(store.redis.hget(key, "planner")) == rec.planner:
+                    store.redis.hset(key, "planner", "")
+                    store.send_plan(book_id)
+                    log.warning(
+                        "book %s was being planned on %s, which stopped beating: requeued",
+                        book_id,
+                        rec.planner,
+                    )
             continue
         batches = store.redis.hgetall(store.keys.book_batches(book_id))
         for field, value in batches.items():
@@ -76,9 +89,9 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
                     "book %s batch %d was on %s, which stopped beating: requeued", book_id, batch, status
                 )
         if (
-            rec["state"] in (BookState.RENDERING, BookState.ASSEMBLING)
+            rec.state in (BookState.RENDERING, BookState.ASSEMBLING)
             and not store.redis.exists(store.keys.book_lock(book_id))
-            and int(store.redis.scard(store.keys.book_done(book_id))) >= int(rec["segments_total"])
+            and int(store.redis.scard(store.keys.book_done(book_id))) >= rec.segments_total
             and store.try_assembly(book_id)
         ):
             store.svc.send_task(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spool.services")
 
+
 class Services:
     """Settings, Redis, keys, job and book stores, storage, chunk streams, catalog and the task producer."""
 
@@ -43,7 +44,9 @@ class Services:
         self.catalog = VoiceCatalog(settings.assets_path)
         self._storage = storage
         # Cheap to build (no round trip until first use), so not lazy.
-        self.streams = ChunkStream(self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl)
+        self.streams = ChunkStream(
+            self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl
+        )
         self._celery: Celery | None = None
         self._lock = threading.Lock()
 

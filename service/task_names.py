@@ -5,6 +5,9 @@ from __future__ import annotations
 #: Render one job (``tasks.synthesis.synthesize``).
 SYNTHESIZE = "spool.synthesize"
 
+#: Split a submitted book into segments and queue its batches (``tasks.books.plan_book``).
+BOOK_PLAN = "spool.book_plan"
+
 #: Render one batch of a book's segments into checkpoints (``tasks.books.render_batch``).
 BOOK_RENDER = "spool.book_render"
 

@@ -6,9 +6,16 @@ from typing import Any
 
 from service import book_render
 from service.logging import log_context
-from service.task_names import BOOK_ASSEMBLE, BOOK_RENDER
+from service.task_names import BOOK_ASSEMBLE, BOOK_PLAN, BOOK_RENDER
 from tasks import worker
 from tasks.celery_app import celery_app
+
+
+@celery_app.task(name=BOOK_PLAN, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def plan_book(self: Any, book_id: str) -> int:
+    """Split a submitted book into segments and queue its batches."""
+    with log_context(job_id=book_id):
+        return book_render.plan_book(worker.get_services().books, book_id, worker.worker_name())
 
 
 @celery_app.task(name=BOOK_RENDER, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -19,7 +26,9 @@ def render_batch(self: Any, book_id: str, batch: int) -> list[str]:
         return book_render.render_batch(store, worker.get_engine(), book_id, batch, worker.worker_name())
 
 
-@celery_app.task(name=BOOK_ASSEMBLE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@celery_app.task(
+    name=BOOK_ASSEMBLE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def assemble_book(self: Any, book_id: str) -> list[str]:
     """Join the checkpoints into chapters and write the audiobook, subtitles, manifest and zip."""
     with log_context(job_id=book_id):

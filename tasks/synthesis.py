@@ -19,9 +19,7 @@ REDIS_RETRY_DELAY = 10
 REDIS_RETRIES = 30
 
 
-@celery_app.task(
-    name=SYNTHESIZE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
-)
+@celery_app.task(name=SYNTHESIZE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def synthesize(self: Any, job_id: str) -> str | None:
     """Render job ``job_id`` with this worker's engine; returns the storage key of its audio."""
     worker.set_current_job(job_id)

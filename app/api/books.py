@@ -8,7 +8,9 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from app import services
+from app.apidoc import operation
 from app.auth import current_owner
+from app.schemas import Book, BookList, BookPlan, BookRequest
 from config import defaults
 from engine.audiobook import DEFAULT_CHAPTER_GAP
 from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
@@ -73,6 +75,20 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
 
 
 @bp.post("")
+@operation(
+    tag="books",
+    operation_id="createBook",
+    form=BookRequest,
+    responses={
+        200: (BookPlan, "With plan_only=true: the chapter plan; nothing is rendered."),
+        202: (Book, "Stored; a worker plans it, then every worker renders it."),
+    },
+    response_headers={202: ("Location",)},
+    errors={
+        400: "Not multipart, no file, an unreadable or empty book, or an invalid field.",
+        413: "The file is larger than SPOOL_MAX_UPLOAD_BYTES.",
+    },
+)
 def create_book():  # type: ignore[no-untyped-def]
     """Upload an EPUB, .txt or .md book (multipart field ``file``) and start rendering it.
 
@@ -115,6 +131,7 @@ def create_book():  # type: ignore[no-untyped-def]
 
 
 @bp.get("")
+@operation(tag="books", operation_id="listBooks", responses={200: (BookList, "The caller's recent books.")})
 def list_books():  # type: ignore[no-untyped-def]
     """The caller's recent books, newest first."""
     store = _store()
@@ -129,6 +146,9 @@ def list_books():  # type: ignore[no-untyped-def]
 
 
 @bp.get("/<book_id>")
+@operation(
+    tag="books", operation_id="getBook", responses={200: (Book, "The book.")}, errors={404: "No such book."}
+)
 def get_book(book_id: str):  # type: ignore[no-untyped-def]
     """A book's state, progress with ETA, chapters and files."""
     bind_job(book_id)
@@ -136,6 +156,12 @@ def get_book(book_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.delete("/<book_id>")
+@operation(
+    tag="books",
+    operation_id="cancelBook",
+    responses={200: (Book, "Cancelled: workers stop before their next segment.")},
+    errors={404: "No such book.", 409: "Already finished."},
+)
 def cancel_book(book_id: str):  # type: ignore[no-untyped-def]
     """Cancel a book; workers stop before their next segment."""
     store = _store()
@@ -144,6 +170,12 @@ def cancel_book(book_id: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/<book_id>/files/<name>")
+@operation(
+    tag="books",
+    operation_id="getBookFile",
+    responses={200: "The file (book.m4b, a chapter MP3, book.srt, book.vtt, manifest.json, book.zip)."},
+    errors={404: "No such book or file.", 409: "The book has not succeeded yet."},
+)
 def get_file(book_id: str, name: str):  # type: ignore[no-untyped-def]
     """Download one output (book.m4b, a chapter MP3, book.srt, book.vtt, manifest.json, book.zip)."""
     svc = services()
@@ -165,6 +197,12 @@ def get_file(book_id: str, name: str):  # type: ignore[no-untyped-def]
 
 
 @bp.get("/<book_id>/zip")
+@operation(
+    tag="books",
+    operation_id="getBookZip",
+    responses={200: "Every output of the book in one zip."},
+    errors={404: "No such book.", 409: "The book has not succeeded yet."},
+)
 def get_zip(book_id: str):  # type: ignore[no-untyped-def]
     """Every output of the book in one zip."""
     return get_file(book_id, "book.zip")

@@ -393,6 +393,12 @@ def test_openapi_documents_every_route(api: Any, idle_app: Any) -> None:
     assert {"audio/pcm", "audio/aac", "text/event-stream"} <= set(speech["responses"]["200"]["content"])
     request = spec["components"]["schemas"]["SpeechRequest"]["properties"]
     assert {"instructions", "stream_format", "stream"} <= set(request) and request["stream"]["default"] is True
+    upload = spec["paths"]["/v1/books"]["post"]
+    assert upload["requestBody"]["content"]["multipart/form-data"]["schema"] == {
+        "$ref": "#/components/schemas/BookRequest"
+    }
+    assert set(upload["responses"]) >= {"200", "202", "400", "413"}
+    assert {"Book", "BookPlan", "BookSection", "BookList"} <= set(spec["components"]["schemas"])
 
 
 def test_no_500_for_odd_inputs(api: Any) -> None:

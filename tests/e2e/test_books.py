@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from mutagen.mp4 import MP4
 
+from app.schemas import Book, BookPlan
 from engine.book import load_book
 from service.books import BookSpec, BookStore
 from service.services import Services
@@ -49,7 +50,17 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
     assert response.status_code == 202, response.data
     book = response.get_json()
     assert [c["title"] for c in book["chapters"]] == [name for name, _ in CHAPTERS]
-    assert book["progress"]["segments_total"] >= 3
+    # The web process only parses; a worker splits the chapters into segments (the plan task).
+    assert book["planned"] is False and book["progress"]["segments_total"] == 0
+    assert [c["state"] for c in book["chapters"]] == ["pending"] * len(CHAPTERS)
+    planned = wait_until(
+        lambda: (b := client.get(f"/v1/books/{book['id']}").get_json())["planned"] and b,
+        BOOK_TIMEOUT,
+        interval=0.1,
+        what="the plan task",
+    )
+    assert planned["progress"]["segments_total"] >= 3
+    assert [c["title"] for c in planned["chapters"]] == [name for name, _ in CHAPTERS]
     final = wait_state(client, book["id"], {"succeeded", "failed"})
     assert final["state"] == "succeeded", final
     assert all(c["state"] == "done" for c in final["chapters"])
@@ -60,6 +71,8 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
         "Project Gutenberg header or licence",
     ]
     assert manifest["skipped"] == final["skipped"] == book["skipped"]
+    # The answers are the shapes /openapi.json documents.
+    assert Book.model_validate(book) and Book.model_validate(final)
 
     m4b = client.get(f"/v1/books/{book['id']}/files/book.m4b")
     assert m4b.status_code == 200
@@ -126,6 +139,7 @@ def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
     path = tmp_path / "crash.txt"
     path.write_text(text)
     book_id = store.create(load_book(path), BookSpec(voice="af_heart"), "public", source_name="crash.txt")
+    wait_until(lambda: store.payload(book_id)["planned"], BOOK_TIMEOUT, interval=0.05, what="the plan")
     total = store.payload(book_id)["progress"]["segments_total"]
     assert total >= 8
     wait_until(
@@ -157,7 +171,7 @@ def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_pa
         )
     assert response.status_code == 200, response.data
     plan = response.get_json()
-    assert plan["object"] == "book.plan" and plan["title"] == "Plan Me"
+    assert BookPlan.model_validate(plan).title == "Plan Me" and plan["object"] == "book.plan"
     body = [s for s in plan["sections"] if s["kind"] == "body"]
     assert [s["title"] for s in body] == [name for name, _ in CHAPTERS]
     assert [s["title"] for s in plan["sections"] if s["selected"]] == ["Waiting", "Home"]

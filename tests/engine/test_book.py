@@ -373,3 +373,30 @@ def test_an_epub_declaring_xml_entities_is_refused() -> None:
             zf.writestr(info, content)
     with pytest.raises(BookError, match="entities"):
         load_book("e.epub", data=out.getvalue(), filename="e.epub")
+
+
+PRIDE = Path(__file__).resolve().parents[1] / "data" / "pg1342-pride-and-prejudice.epub"
+
+
+def test_pride_and_prejudice_gives_its_61_chapters_from_chapter_1() -> None:
+    """Project Gutenberg EPUB #1342 as people have it: several chapters per file, an NCX, a licence."""
+    data = PRIDE.read_bytes()
+    book = load_book(PRIDE)
+    assert book.outline == "ncx" and (book.title, book.author) == ("Pride and Prejudice", "Jane Austen")
+    assert [c.title for c in book.body()] == [f"Chapter {n}" for n in range(1, 62)]
+    assert book.body()[0].text.startswith("Chapter 1.\n\nIt is a truth universally acknowledged")
+    assert book.body()[-1].text.endswith("the means of uniting them.")
+    assert [(c.kind, c.reason) for c in book.matter()] == [
+        ("front", "Project Gutenberg header"),
+        ("front", "a list of links (contents or illustrations)"),
+        ("back", "only a heading, with no text of its own"),
+        ("back", "Project Gutenberg licence"),
+    ]
+    # Every word lies in one section. The one difference from a tag-stripping reader: the file's own
+    # broken markup (`<div id="bm_info>`, a quote missing) hides five words inside an attribute, as it
+    # does in a browser.
+    got, ref = _coverage(book), reference_words(data)
+    assert got == text_words(book.text)
+    hidden = ["more", "books", "by", "jane", "austen"]
+    at = next(i for i in range(len(ref)) if ref[i : i + 5] == hidden)
+    assert got == ref[:at] + ref[at + 5 :]

@@ -110,7 +110,7 @@ def test_no_dead_air_where_nothing_precedes_the_speech(engine: Engine) -> None:
     # Nothing else changes: the untrimmed model output, cut at the same sample, is the same speech.
     rv = engine.check("af_heart", 1.0, None)
     ids, _ = engine.model.tokenize(engine.g2p(first.segment.spoken, rv.lang).text)
-    raw, _ = engine.model.infer(ids, rv.kokoro.style_for(len(ids)), 1.0)
+    raw, _ = engine.model.infer(ids, rv.voice.style_for(len(ids)), 1.0)
     offset = speech_onset(raw) - speech_onset(first.samples)
     n = int(first.speech_end * first.sample_rate) - 400  # leave out the fade at the end
     start = int(0.02 * first.sample_rate)  # and the fade at the start

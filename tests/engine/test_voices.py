@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,26 @@ def test_a_truncated_voice_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "af_bad.bin").write_bytes(b"\0" * 1000)
     with pytest.raises(AssetError, match="spool models fetch"):
         VoiceStore.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "af_heart(" + " " * 50_000 + "x",  # cubic in the old pattern: 1,600 spaces took 1.3 s
+        "af_heart(" + "1" * 50_000,
+        "+".join(["af_heart(1"] * 5_000),
+        "(" * 50_000,
+    ],
+)
+def test_hostile_voice_specs_are_refused_in_linear_time(spec: str) -> None:
+    from engine.voices import MAX_VOICE_SPEC_CHARS, parse_blend
+
+    started = time.perf_counter()
+    with pytest.raises(InvalidVoiceSpecError, match=str(MAX_VOICE_SPEC_CHARS)):
+        parse_blend(spec)
+    assert time.perf_counter() - started < 0.1
+    # Under the cap, the hand-written reader is linear too.
+    started = time.perf_counter()
+    with pytest.raises(InvalidVoiceSpecError):
+        parse_blend(spec[: MAX_VOICE_SPEC_CHARS - 1])
+    assert time.perf_counter() - started < 0.1
