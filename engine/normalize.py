@@ -1098,7 +1098,7 @@ _BOUND_PASS_NAMES = frozenset(
 
 # Passes whose match is only a prefix of the unit ("No. " of "No. 5").
 _BOUND_TO_NEXT_WORD = frozenset({"title", "number_sign", "pages"})
-_NEXT_WORD = re.compile(r"\s*\S+")
+_NEXT_WORD = re.compile(r"\s*(\S+)")
 
 
 def _normalize_english(text: str, british: bool) -> str:
@@ -1139,14 +1139,21 @@ def bound_spans(text: str, lang: str = "en-us") -> list[tuple[int, int]]:
     for pattern, name in _ENGLISH_PASSES:
         if name not in _BOUND_PASS_NAMES:
             continue
+        word_start = word_end = -1  # the word last read after a match of this pass
         for m in pattern.finditer(text):
             start, end = m.span()
+            spaced = any(c.isspace() for c in m.group(0))
             if name in _BOUND_TO_NEXT_WORD:
                 # "Dr." and "No." belong with the word after them, which their pattern only peeks at.
-                following = _NEXT_WORD.match(text, end)
-                if following:
-                    end = following.end()
-            if any(c.isspace() for c in text[start:end]):
+                # Several matches can sit inside one word ("#1#1#1"): reuse its end rather than
+                # rescan it for each (quadratic), and test only the gap before it for spaces.
+                if not word_start <= end < word_end:
+                    following = _NEXT_WORD.match(text, end)
+                    word_start, word_end = following.span(1) if following else (-1, -1)
+                if word_end != -1:
+                    spaced = spaced or end < word_start
+                    end = word_end
+            if spaced:
                 spans.append((start, end))
     spans.sort()
     return spans
