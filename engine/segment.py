@@ -278,7 +278,9 @@ def _sentences(text: str, inside: bytearray) -> list[tuple[int, int, str]]:
     for m in _WS_RUN.finditer(text):
         gap = m.group(0)
         breaks = _line_breaks(gap)
-        if _is_paragraph_gap(gap) or (breaks == 1 and _line_ends_sentence(text, m.start(), m.end(), line_start)):
+        if _is_paragraph_gap(gap) or (
+            breaks == 1 and _line_ends_sentence(text, m.start(), m.end(), line_start)
+        ):
             cuts.add(m.start())
         last_break = max(gap.rfind("\n"), gap.rfind("\r"))
         if last_break != -1:
