@@ -138,8 +138,12 @@ def _number_text(text: str, british: bool) -> str:
 
 
 # Number: thousands groups or a plain digit run, optional decimals. The look-arounds keep
-# it from matching inside longer digit strings or version numbers.
-_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# it from matching inside longer digit strings or version numbers. At most six groups
+# (999 quintillion): a pattern may start again after every comma of a long run, so an
+# unbounded group count made a failing "1,000,000,..." quadratic; longer runs are read
+# digit by digit anyway (_MAX_CARDINAL_DIGITS).
+_THOUSANDS = r"\d{1,3}(?:,\d{3}){1,6}"
+_NUM = rf"(?:{_THOUSANDS}|\d+)(?:\.\d+)?"
 
 # --------------------------------------------------------------------------- tables
 
@@ -387,6 +391,10 @@ _YEAR_CONTEXT = frozenset(
     + [m[:3].lower() for m in _MONTHS]
 )
 _ERA_RE = r"(?:AD|BC|BCE|CE|A\.D\.|B\.C\.|B\.C\.E\.|C\.E\.)"
+# What follows a number or a regnal "I", matched in place with .match(text, pos).
+_ERA_AFTER = re.compile(r"\s*" + _ERA_RE)
+_WORD_AFTER = re.compile(r"\s*[A-Za-z]")
+_ALNUM_AFTER = re.compile(r"\s*\w")
 
 # Characters that never reach the G2P: zero-width joiners, variation selectors, BOM, tag
 # characters. Category-based removal below catches emoji and the rest.
@@ -411,7 +419,9 @@ _P = _punctuation_class()
 _PUNCT_TOKEN_RUN = re.compile(rf"(?<!\S)({_P}+)(?:\s+{_P}+)+(?!\S)")
 _PUNCT_RUN = re.compile(rf"{_P}{{4,}}")
 _SAME_PUNCT_RUN = re.compile(rf"({_P})\1{{2,}}")
-_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?…)\]}»”])")
+# Starts only where a whitespace run starts: a match attempt from inside a long run would
+# rescan it (quadratic); the run's first position already tries the longest match.
+_SPACE_BEFORE_PUNCT = re.compile(r"(?<!\s)\s+([,.;:!?…)\]}»”])")
 _WS = re.compile(r"\s+")
 
 # --------------------------------------------------------------------------- clean-up
@@ -491,10 +501,13 @@ def _padded(m: Match, words: str) -> str:
     return left + words + right
 
 
+_TEXT_END = re.compile("[ \t\n\r\"'”’»)\\]]*")
+
+
 def _at_text_end(m: Match) -> bool:
     """Return True when only whitespace and closing quotes follow the match."""
-    rest = m.string[m.end() :]
-    return not rest.strip(" \t\n\r\"'”’»)]")
+    # Matched in place: slicing off the rest of the text per match was quadratic.
+    return _TEXT_END.match(m.string, m.end()).end() == len(m.string)
 
 
 def _keep_final_dot(m: Match, words: str) -> str:
@@ -524,7 +537,7 @@ class _Passes:
 
     def markdown_link(self, m: Match) -> str:
         """``[text](url)`` reads as its text (misaki would take it for a pronunciation override)."""
-        return m.group(1)
+        return m.group(0) if m.group(1) is None else m.group(1)
 
     def _spell_link(self, text: str) -> str:
         """Read a host, path or mailbox: dots, slashes and the like as words, digits as numbers."""
@@ -558,6 +571,8 @@ class _Passes:
     def url(self, m: Match) -> str:
         """``https://example.com/path`` -> "example dot com slash path"."""
         url = m.group(0)
+        if m.group("skip") is not None:
+            return url
         trail = ""
         while url and url[-1] in ".,;:!?)]}'\"":
             trail = url[-1] + trail
@@ -825,9 +840,9 @@ class _Passes:
             before = text[max(0, m.start() - 40) : m.start()].rstrip()
             prev = re.findall(r"[A-Za-z]+\.?$", before)
             prev_word = prev[0].rstrip(".").lower() if prev else ""
-            after = text[m.end() :]
-            era = re.match(r"\s*" + _ERA_RE, after)
-            next_is_word = re.match(r"\s*[A-Za-z]", after) is not None
+            # Matched in place: slicing off the rest of the text per number was quadratic.
+            era = _ERA_AFTER.match(text, m.end())
+            next_is_word = _WORD_AFTER.match(text, m.end()) is not None
             sentence_start = not before or before[-1] in ".!?…\n"
             if prev_word in _YEAR_CONTEXT or era or not next_is_word or sentence_start:
                 return _padded(m, _year(int(body), self.british))
@@ -876,7 +891,7 @@ class _Passes:
 
     def roman_regnal(self, m: Match) -> str:
         """``Henry VIII`` -> "Henry the eighth"."""
-        if m.group(2) == "I" and re.match(r"\s*\w", m.string[m.end() :]):
+        if m.group(2) == "I" and _ALNUM_AFTER.match(m.string, m.end()):
             return m.group(0)  # "Henry I know": the pronoun, not the first
         value = _roman_value(m.group(2))
         return m.group(0) if value is None else f"{m.group(1)} the {_ordinal(value)}"
@@ -900,6 +915,14 @@ def _roman_value(numeral: str) -> int | None:
     return total or None
 
 
+# Leading whitespace of a spaced operator ("a  =  b"): the whole run when the match starts
+# where the run starts, none when it starts inside one. A plain leading ``\s*`` let
+# re.sub retry from every position of a long run that no operator follows (quadratic);
+# the only way to start inside a run is right after a match whose trailing ``\s*`` took
+# the run's first part, i.e. never, so the replacements are the same.
+_LEAD_WS = r"(?:(?<!\s)\s*|(?<=\s))"
+
+
 def _symbols(text: str) -> str:
     """Read the symbols that remain after the number passes; drop decoration."""
     text = re.sub(r"(?<=\w)\s*&\s*(?=\w)|(?<!\S)&(?!\S)", " and ", text)
@@ -909,13 +932,13 @@ def _symbols(text: str) -> str:
     text = text.replace("±", " plus or minus ")
     text = re.sub(r"\s[-−]\s(?=\S)", lambda m: " — ", text)
     text = text.replace("−", "-")
-    text = re.sub(r"\s*<=\s*|\s*≤\s*", " less than or equal to ", text)
-    text = re.sub(r"\s*>=\s*|\s*≥\s*", " greater than or equal to ", text)
+    text = re.sub(_LEAD_WS + r"(?:<=|≤)\s*", " less than or equal to ", text)
+    text = re.sub(_LEAD_WS + r"(?:>=|≥)\s*", " greater than or equal to ", text)
     text = re.sub(r"(?<=\w)\s+<\s+(?=\w)", " less than ", text)
     text = re.sub(r"(?<=\w)\s+>\s+(?=\w)", " greater than ", text)
-    text = re.sub(r"\s*=+\s*", " equals ", text)
-    text = re.sub(r"\s*\+\s*", " plus ", text)
-    text = re.sub(r"\s*[×÷]\s*", lambda m: " times " if "×" in m.group(0) else " divided by ", text)
+    text = re.sub(_LEAD_WS + r"=+\s*", " equals ", text)
+    text = re.sub(_LEAD_WS + r"\+\s*", " plus ", text)
+    text = re.sub(_LEAD_WS + r"[×÷]\s*", lambda m: " times " if "×" in m.group(0) else " divided by ", text)
     text = re.sub(r"(?<=\w)/(?=\w)", " ", text)
     text = text.replace("%", " percent ")
     text = text.replace("@", " at ")
@@ -930,17 +953,45 @@ def _symbols(text: str) -> str:
     return text
 
 
+# Several passes below carry a second alternative that only exists to keep re.sub linear.
+# When a pattern fails at one position of a long run, re.sub retries at every later position
+# of the run, and each retry rescans to the run's end (quadratic). Where every later attempt
+# inside the run is bound to fail the same way, the extra alternative consumes the run and
+# the handler gives it back unchanged, so the text reads exactly as before.
+
+# Markdown link: ``[text](url)``. Every "[" before the same "]" shares its fate (the first
+# one is tried first), so a failed "[..." is skipped to its "]". The url may not contain
+# "](": with that, the url scans of different links never overlap.
+_MARKDOWN_LINK = r"\[([^\]\n]+)\]\((?:[^)\s\]]|\](?!\())*\)|\[[^\]\n]*"
+
+# A host label may not start where a scheme or "www." link starts, so that a skipped host
+# run never swallows one ("a.http://b.c" still reads the link from "http").
+_NOT_LINK_START = r"(?!\b(?:https?|ftp)://|\bwww\.)"
+_URL = (
+    r"(?i:\b(?:https?|ftp)://[^\s<>\"]+|\bwww\.[^\s<>\"]+"
+    r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|edu|gov|info|co\.uk|ai|app)\b(?:/[^\s<>\"]*)?"
+    # A bare host that failed: any later start in the same host run sees a subset of its
+    # possible endings and fails too, so the run is consumed (and given back unchanged).
+    rf"|(?P<skip>\b(?:{_NOT_LINK_START}[a-z0-9-])+(?:\.(?:{_NOT_LINK_START}[a-z0-9-])+)*))"
+)
+
+# Spaced thousands ("1 000 000"): the leftmost 0-group is the required one, so the groups
+# split one way only (the old ``(?: \d{3})*(?: 0\d{2})(?: \d{3})*`` tried every split: cubic).
+# A 3-digit group right after a 1-3 digit token that may itself start a match is not tried
+# as a start: the match from that token covers it, and if that failed, this fails too.
+_GROUP_CONTINUES = r"(?:(?<=(?<![\d,.])\d )|(?<=(?<![\d,.])\d\d )|(?<=(?<![\d,.])\d\d\d ))\d{3}(?!\d)"
+_SPACED_THOUSANDS = (
+    rf"(?<![\d,.])(?!{_GROUP_CONTINUES})\d{{1,3}}(?: [1-9]\d{{2}})*(?: 0\d{{2}})(?: \d{{3}})*(?![\d,.]|\s\d)"
+)
+
+
 def _build_english_passes() -> list[tuple[re.Pattern[str], str]]:
     """Return (pattern, method name) pairs in the order they run."""
     num = _NUM
     p: list[tuple[str, str]] = [
-        (r"\[([^\]\n]+)\]\([^)\s]*\)", "markdown_link"),
+        (_MARKDOWN_LINK, "markdown_link"),
         (r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+", "email"),
-        (
-            r"(?i:\b(?:https?|ftp)://[^\s<>\"]+|\bwww\.[^\s<>\"]+"
-            r"|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|dev|edu|gov|info|co\.uk|ai|app)\b(?:/[^\s<>\"]*)?)",
-            "url",
-        ),
+        (_URL, "url"),
         (r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\d)", "phone"),
         (
             rf"(?<![\w.])(?P<sign>-)?(?P<cur>[{_CURRENCY_SYMBOLS}])\s?(?P<amt>{num})(?P<mag>{_MAGNITUDE_RE})\b",
@@ -956,7 +1007,7 @@ def _build_english_passes() -> list[tuple[re.Pattern[str], str]]:
             "money_suffix",
         ),
         (r"(?<![\w.])(\d{1,3})\s?¢", "cents"),
-        (r"(?<![\d,.])\d{1,3}(?: \d{3})*(?: 0\d{2})(?: \d{3})*(?![\d,.]|\s\d)", "spaced_thousands"),
+        (_SPACED_THOUSANDS, "spaced_thousands"),
         (r"(?<![\w./-])(\d{4})-(\d{1,2})-(\d{1,2})(?![\w/-]|\.\d)", "iso_date"),
         (r"(?<![\w./-])(\d{1,2})([/.])(\d{1,2})\2(\d{4})(?![\w/]|\.\d)", "numeric_date"),
         (r"(?<![\w./-])(\d{1,2})(/)(\d{1,2})/(\d{2})(?![\w/]|\.\d)", "numeric_date"),
@@ -988,13 +1039,15 @@ def _build_english_passes() -> list[tuple[re.Pattern[str], str]]:
         (r"(?<![\w'’])(1\d\d0|20\d0)s\b", "decade"),
         (r"(?:(?<=\s)|^|(?<=[(\"“]))['’](\d)0s\b", "short_decade"),
         (r"(?<![\w.'’])([2-9])0s\b", "short_decade"),
-        (r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:st|nd|rd|th|ST|ND|RD|TH)\b", "ordinal"),
+        (r"(?<![\w.])(" + _THOUSANDS + r"|\d+)(?:st|nd|rd|th|ST|ND|RD|TH)\b", "ordinal"),
         (r"\b(?:No|no|Nos|nos|NO)\.\s?(?=\d)", "number_sign"),
         (r"#\s?(?=\d)", "number_sign"),
         (r"(?<![\w#])([A-G])#(?![\w#])", "sharp"),
         (r"\b(pp|p)\.\s?(?=\d)", "pages"),
         (r"(?<![\w.])(\d+(?:\.\d+)?)(bn|mn|[kMB])\b", "magnitude_number"),
-        (r"(?<![\w.])\d+(?:\.\d+){2,}(?![\w.]*\d)", "version"),
+        # Only the longest "1.2.3" can pass the look-ahead; the cheap (?!\d|\.\d) rejects the
+        # shorter ones before the look-ahead rescans the rest of the word for each (quadratic).
+        (r"(?<![\w.])\d+(?:\.\d+){2,}(?!\d|\.\d)(?![\w.]*\d)", "version"),
         (r"(?<![\w.])\.(\d+)", "leading_decimal"),
         (r"(?<=[^\W\d_])-(?=\d)", "joining_hyphen"),
         (r"(?:(?<![\w.-])(?P<sign>-)|(?<!\d))(?P<num>" + num + r")(?!\d)", "number"),
@@ -1045,7 +1098,7 @@ _BOUND_PASS_NAMES = frozenset(
 
 # Passes whose match is only a prefix of the unit ("No. " of "No. 5").
 _BOUND_TO_NEXT_WORD = frozenset({"title", "number_sign", "pages"})
-_NEXT_WORD = re.compile(r"\s*\S+")
+_NEXT_WORD = re.compile(r"\s*(\S+)")
 
 
 def _normalize_english(text: str, british: bool) -> str:
@@ -1086,14 +1139,21 @@ def bound_spans(text: str, lang: str = "en-us") -> list[tuple[int, int]]:
     for pattern, name in _ENGLISH_PASSES:
         if name not in _BOUND_PASS_NAMES:
             continue
+        word_start = word_end = -1  # the word last read after a match of this pass
         for m in pattern.finditer(text):
             start, end = m.span()
+            spaced = any(c.isspace() for c in m.group(0))
             if name in _BOUND_TO_NEXT_WORD:
                 # "Dr." and "No." belong with the word after them, which their pattern only peeks at.
-                following = _NEXT_WORD.match(text, end)
-                if following:
-                    end = following.end()
-            if any(c.isspace() for c in text[start:end]):
+                # Several matches can sit inside one word ("#1#1#1"): reuse its end rather than
+                # rescan it for each (quadratic), and test only the gap before it for spaces.
+                if not word_start <= end < word_end:
+                    following = _NEXT_WORD.match(text, end)
+                    word_start, word_end = following.span(1) if following else (-1, -1)
+                if word_end != -1:
+                    spaced = spaced or end < word_start
+                    end = word_end
+            if spaced:
                 spans.append((start, end))
     spans.sort()
     return spans

@@ -241,14 +241,17 @@ def _ends_sentence(text: str, m: re.Match[str], inside: bytearray) -> bool:
         return False
     if len(raw_word) == 1 and raw_word.isupper() and nxt[0].isupper():
         # An initial ("J. K. Rowling") unless it numbers something ("Chapter I. The Pool").
-        prior = _word_before(text, len(text[: start - 1].rstrip())).lower()
+        # Walk back over the spaces in place: slicing the text up to here per initial was quadratic.
+        prior_end = start - 1
+        while prior_end > 0 and text[prior_end - 1].isspace():
+            prior_end -= 1
+        prior = _word_before(text, prior_end).lower()
         return prior in _ROMAN_HOLDERS
     return True
 
 
-def _line_ends_sentence(text: str, run_start: int, run_end: int) -> bool:
+def _line_ends_sentence(text: str, run_start: int, run_end: int, line_start: int) -> bool:
     """Decide whether a single line break ends a sentence (a heading, a list item, a short line)."""
-    line_start = max(text.rfind("\n", 0, run_start), text.rfind("\r", 0, run_start)) + 1
     prev_line = text[line_start:run_start].strip()
     if not prev_line or run_end >= len(text):
         return False
@@ -268,10 +271,20 @@ def _sentences(text: str, inside: bytearray) -> list[tuple[int, int, str]]:
     for m in _TERMINATOR_RUN.finditer(text):
         if _ends_sentence(text, m, inside):
             cuts.add(m.end())
+    # Start of the current line: one past the last "\n" or "\r" of an earlier whitespace run (both
+    # are whitespace, so no other place holds one). Tracked here: an rfind back from every
+    # line break rescanned the whole text before it when one of the two never occurs (quadratic).
+    line_start = 0
     for m in _WS_RUN.finditer(text):
-        breaks = _line_breaks(m.group(0))
-        if _is_paragraph_gap(m.group(0)) or (breaks == 1 and _line_ends_sentence(text, m.start(), m.end())):
+        gap = m.group(0)
+        breaks = _line_breaks(gap)
+        if _is_paragraph_gap(gap) or (
+            breaks == 1 and _line_ends_sentence(text, m.start(), m.end(), line_start)
+        ):
             cuts.add(m.start())
+        last_break = max(gap.rfind("\n"), gap.rfind("\r"))
+        if last_break != -1:
+            line_start = m.start() + last_break + 1
     cuts.add(len(text))
     sentences: list[tuple[int, int, str]] = []
     pos = 0
