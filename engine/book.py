@@ -220,17 +220,20 @@ class Book:
         numbers = {id(c): n for n, c in enumerate(numbered, start=1)}
         rate = WORDS_PER_MINUTE * max(speed, 0.01)
         sections = []
+        words = 0
         for chapter in self.chapters:
-            entry = chapter.report() | {
+            entry = chapter.report()
+            count = int(entry["words"])  # type: ignore[call-overload]
+            entry |= {
                 "index": chapter.index,
                 "number": numbers.get(id(chapter)),
-                "minutes": round(chapter.words / rate, 1),
+                "minutes": round(count / rate, 1),
                 "selected": id(chapter) in chosen,
                 "skipped": chapter.is_matter and not include_matter,
             }
+            words += count if entry["selected"] else 0
             sections.append(entry)
         selected = [s for s in sections if s["selected"]]
-        words = sum(int(s["words"]) for s in selected)  # type: ignore[call-overload]
         return {
             "title": self.title,
             "author": self.author,
@@ -379,7 +382,7 @@ def _key(text: str) -> str:
     return "".join(ch for ch in text.lower().replace("’", "'") if ch.isalnum())
 
 
-def _sections(src: _Source, book_title: str, author: str) -> list[Chapter]:
+def _sections(src: _Source, book_title: str) -> list[Chapter]:
     """Cut the source at its cuts and matter spans, classify each section, and merge headings-only ones."""
     text = src.text
     size = len(text)
@@ -407,7 +410,8 @@ def _sections(src: _Source, book_title: str, author: str) -> list[Chapter]:
     active: list[int] = []  # the matter spans open at the current point (they nest: a short list)
     pieces: list[_Piece] = []
     for a, b in zip(points, points[1:], strict=False):
-        active = [n for n in active if n not in set(ends.get(a, ()))] + starts.get(a, [])
+        ended = set(ends.get(a, ()))
+        active = [n for n in active if n not in ended] + starts.get(a, [])
         if not text[a:b].strip():
             continue
         # Every span boundary is a point, so a piece lies wholly inside or outside each span.
@@ -426,7 +430,7 @@ def _sections(src: _Source, book_title: str, author: str) -> list[Chapter]:
 
     classified: list[tuple[_Piece, str]] = []
     for piece in pieces:
-        reason = _matter_reason(src, piece, book_title, author)
+        reason = _matter_reason(src, piece, book_title)
         if piece.continues and not reason and classified and not classified[-1][1]:
             heading = _first_heading(src, piece)
             opens = src.text[piece.start : piece.end].lstrip().startswith(heading) if heading else False
@@ -528,7 +532,7 @@ def _link_share(src: _Source, piece: _Piece) -> tuple[float, int]:
     return inside / visible, hi - lo
 
 
-def _matter_reason(src: _Source, piece: _Piece, book_title: str, author: str) -> str:
+def _matter_reason(src: _Source, piece: _Piece, book_title: str) -> str:
     """Why the piece is front or back matter, or "" when it is read. Positive signals only."""
     text = src.text[piece.start : piece.end]
     lowered = text.lower()
@@ -541,7 +545,8 @@ def _matter_reason(src: _Source, piece: _Piece, book_title: str, author: str) ->
     if untitled and not has_chapter_heading and any(m in lowered for m in _GUTENBERG_MARKERS):
         # Boilerplate inside a titled chapter is read with it: a licence read beats a chapter lost.
         return "Project Gutenberg header or licence"
-    if has_chapter_heading or _prose_words(text) > PAGE_WORDS:
+    prose = _prose_words(text)
+    if has_chapter_heading or prose > PAGE_WORDS:
         return ""
     if piece.reason:
         return piece.reason
@@ -552,14 +557,8 @@ def _matter_reason(src: _Source, piece: _Piece, book_title: str, author: str) ->
         return "a list of links (contents or illustrations)"
     if any(_COPYRIGHT_TITLE.match(t) for t in titles if t):
         return "copyright page"
-    key = _key(text)
-    if (
-        book_title
-        and _key(book_title)
-        and _key(book_title) in key
-        and _words(text) <= 60
-        and _prose_words(text) == 0
-    ):
+    title_key = _key(book_title)
+    if title_key and prose == 0 and _words(text) <= 60 and title_key in _key(text):
         return "title page"
     return ""
 
@@ -710,7 +709,7 @@ def parse_text(text: str, title: str) -> Book:
     book_title = _gutenberg_field(text, "Title") or title
     author = _gutenberg_field(text, "Author")
     src, outline = _text_source(text)
-    chapters = _sections(src, book_title, author)
+    chapters = _sections(src, book_title)
     # An untitled opening section is named after the book.
     for chapter in chapters:
         if chapter.title.startswith("Section ") and chapter.index == 0:
@@ -806,7 +805,7 @@ def parse_markdown(text: str, title: str) -> Book:
         text_src, outline = _text_source(src.text)
         text_src.headings.extend(src.headings)
         src = text_src
-    chapters = _sections(src, book_title, "")
+    chapters = _sections(src, book_title)
     for chapter in chapters:
         if chapter.index == 0 and chapter.title.startswith("Section "):
             chapter.title = book_title
@@ -984,14 +983,12 @@ def _element_matter(values: dict[str, str]) -> str:
     return ""
 
 
-def html_to_text(markup: str | bytes) -> tuple[str, list[str]]:
-    """Return the readable text of an XHTML document and its h1-h3 headings."""
-    if isinstance(markup, bytes):
-        markup = markup.decode("utf-8", errors="replace")
+def _parse_xhtml(markup: bytes) -> _XhtmlText:
+    """One XHTML document, read to the end."""
     parser = _XhtmlText()
-    parser.feed(markup)
+    parser.feed(markup.decode("utf-8", errors="replace"))
     parser.close()
-    return parser.text(), [h.text for h in parser.headings if h.level <= 3]
+    return parser
 
 
 # -- EPUB -------------------------------------------------------------------------------------------
@@ -1251,10 +1248,7 @@ def parse_epub(data: bytes) -> Book:
         )
         if not is_html or not archive.find(item.path):
             continue
-        parsed = _XhtmlText()
-        parsed.feed(archive.read(item.path).decode("utf-8", errors="replace"))
-        parsed.close()
-        docs.append(_Document(item, linear, parsed))
+        docs.append(_Document(item, linear, _parse_xhtml(archive.read(item.path))))
 
     # One text for the whole book: documents in spine order, a paragraph break between them.
     src = _Source("")
@@ -1360,7 +1354,7 @@ def parse_epub(data: bytes) -> Book:
     src.cuts = cuts
 
     title = meta.get("title") or "Untitled"
-    chapters = _sections(src, title, meta.get("creator", ""))
+    chapters = _sections(src, title)
     cover, cover_type = _epub_cover(archive, items, cover_id)
     return Book(
         title=title,

@@ -108,7 +108,7 @@ class BookRecord(HashRecord):
 def source_chapters(source: dict[str, Any]) -> list[Chapter]:
     """The chapters stored in ``source.json`` at submission, as the engine's Chapter records."""
     return [
-        Chapter(n, c["title"], c["text"], c["kind"], c.get("reason", ""), tuple(c.get("parents", ())))
+        Chapter(n, c["title"], c["text"], c["kind"], c.get("reason") or "", tuple(c.get("parents", ())))
         for n, c in enumerate(source["chapters"])
     ]
 
@@ -116,7 +116,7 @@ def source_chapters(source: dict[str, Any]) -> list[Chapter]:
 def plan_book(
     chapters: list[Chapter],
     lang: str,
-    skipped: list[Chapter] | None = None,
+    skipped: list[dict[str, Any]] | None = None,
     warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """Split every chapter into segments; return the plan (chapters, segments, batches, what is skipped)."""
@@ -156,7 +156,7 @@ def plan_book(
         "segments": segments,
         "batches": batches,
         # Every section the render leaves out, with why, so a user sees what is missing (issue 12).
-        "skipped": [c.report() for c in skipped or []],
+        "skipped": list(skipped or []),  # Chapter.report() of each section left out
         "warnings": list(warnings or []),
     }
 
@@ -242,17 +242,7 @@ class BookStore:
         """
         chapters = book.select(include_matter=spec.include_matter, chapters=list(spec.chapters) or None)
         source = {
-            "chapters": [
-                {
-                    "title": c.title,
-                    "kind": c.kind,
-                    "reason": c.reason,
-                    "parents": list(c.parents),
-                    "words": c.words,
-                    "text": c.text,
-                }
-                for c in chapters
-            ],
+            "chapters": [c.report() | {"text": c.text} for c in chapters],
             "skipped": [c.report() for c in book.skipped(include_matter=spec.include_matter)],
             "warnings": list(book.warnings),
         }
@@ -305,8 +295,9 @@ class BookStore:
         self.redis.hset(self.keys.book(book_id), "planner", worker)
         spec = rec.render_spec
         source = self.source(book_id)
-        plan = plan_book(source_chapters(source), spec.language, None, source.get("warnings"))
-        plan["skipped"] = source.get("skipped", [])
+        plan = plan_book(
+            source_chapters(source), spec.language, source.get("skipped"), source.get("warnings")
+        )
         self.svc.storage.put(
             self.keys.book_file(book_id, "plan.json"), json.dumps(plan).encode(), "application/json"
         )
@@ -346,13 +337,9 @@ class BookStore:
     def record(self, book_id: str, owner: str | None = None) -> BookRecord:
         """The book's record, or BookNotFoundError (also for another owner's book)."""
         raw = self.redis.hgetall(self.keys.book(book_id))
-        if not raw or "id" not in {_text(k) for k in raw}:
-            raise BookNotFoundError(
-                f"No book {book_id!r}: it does not exist, has expired, or belongs to another API key.",
-                book_id=str(book_id),
-            )
-        rec = BookRecord.from_hash(raw)
-        if owner is not None and rec.owner != owner:
+        # A hash without an id is the remnant of an expired book (a counter written after it went).
+        rec = BookRecord.from_hash(raw) if any(_text(k) == "id" for k in raw) else None
+        if rec is None or (owner is not None and rec.owner != owner):
             raise BookNotFoundError(
                 f"No book {book_id!r}: it does not exist, has expired, or belongs to another API key.",
                 book_id=str(book_id),

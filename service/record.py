@@ -79,21 +79,22 @@ class HashRecord:
         return cls(**values, extra=data)
 
 
-def flatten(values: Mapping[str, Any]) -> list[str]:
-    """Flatten a mapping into HSET arguments; None becomes an empty string (read back as None)."""
-    flat: list[str] = []
-    for name, value in values.items():
-        if value is None:
-            value = ""
-        elif isinstance(value, bool):
-            value = "1" if value else "0"
-        elif isinstance(value, float):
-            value = repr(value)
-        flat.extend((name, str(value)))
-    return flat
+def _written(value: Any) -> str:
+    """How a value is written to a hash: None as "", booleans as 1/0, floats exactly (repr)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
 
 def hash_mapping(values: Mapping[str, Any]) -> dict[str, str]:
-    """The same values as a mapping for ``HSET key mapping=...``."""
-    flat = flatten(values)
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    """The values as a mapping for ``HSET key mapping=...`` (None read back as None)."""
+    return {name: _written(value) for name, value in values.items()}
+
+
+def flatten(values: Mapping[str, Any]) -> list[str]:
+    """The same values as flat HSET arguments (name, value, name, value, ...), for Lua scripts."""
+    return [item for name, value in values.items() for item in (name, _written(value))]
