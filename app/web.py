@@ -12,6 +12,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort, jsonify, send_from_directory
 
 from app import services
+from engine.catalog import OPENAI_VOICES
 from engine.voices import LANGUAGE_NAMES
 
 bp = Blueprint("web", __name__)
@@ -69,6 +70,9 @@ def asset(name: str) -> Response:
 def voices():  # type: ignore[no-untyped-def]
     """Every installed voice with its language, gender and a preview sentence."""
     catalog = services().catalog
+    aliases: dict[str, list[str]] = {}
+    for openai_name, kokoro_name in OPENAI_VOICES.items():
+        aliases.setdefault(kokoro_name, []).append(openai_name)
     data = []
     for info in catalog.store.info():
         data.append(
@@ -79,6 +83,7 @@ def voices():  # type: ignore[no-untyped-def]
                 "language_name": info.language_name,
                 "gender": info.gender,
                 "engine": "kokoro",
+                "openai_names": aliases.get(info.name, []),
                 "preview_text": PREVIEW_TEXT.get(info.language, PREVIEW_TEXT["en-us"]),
             }
         )
@@ -92,7 +97,10 @@ def voices():  # type: ignore[no-untyped-def]
                 "language_name": LANGUAGE_NAMES.get(language, language),
                 "gender": "unknown",
                 "engine": "piper",
+                "openai_names": [],
                 "preview_text": PREVIEW_TEXT.get(language, PREVIEW_TEXT["en-us"]),
             }
         )
-    return jsonify({"object": "list", "default": DEFAULT_VOICE, "data": data})
+    installed = {entry["name"] for entry in data}
+    openai_voices = {name: voice for name, voice in OPENAI_VOICES.items() if voice in installed}
+    return jsonify({"object": "list", "default": DEFAULT_VOICE, "openai_voices": openai_voices, "data": data})

@@ -158,3 +158,10 @@ class FeatureUnavailableError(ServiceError):
 
     code = "feature_unavailable"
     http_status = 501
+
+
+class StreamAbortedError(ServiceError):
+    """An audio response already under way was cut off because its job failed or was cancelled."""
+
+    code = "stream_aborted"
+    http_status = 502

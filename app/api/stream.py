@@ -25,7 +25,7 @@ from app import services
 from app.api import job_payload
 from app.auth import current_owner
 from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
-from service.exceptions import JobNotReadyError
+from service.exceptions import JobNotReadyError, StreamAbortedError
 from service.jobs import Job
 from service.logging import bind_job
 from service.states import FINISHED
@@ -84,7 +84,16 @@ def stream_job_response(
     rate = svc.catalog.sample_rate(job.voice)
 
     def on_error(event: StreamEvent) -> None:
-        log.info("stream of job %s ended early: %s", job_id, dict(event.meta))
+        # A clean end would pass a cut-short file off as the whole audio: abort the response instead
+        # (no closing chunk), which every HTTP client reports as an incomplete body.
+        meta = dict(event.meta)
+        log.info("stream of job %s ended early: %s", job_id, meta)
+        raise StreamAbortedError(
+            f"Job {job_id} stopped before its audio was complete ({meta.get('code')}: {meta.get('message')}); "
+            f"GET /v1/jobs/{job_id} says why.",
+            job_id=job_id,
+            error_code=meta.get("code"),
+        )
 
     body = iter_encoded(svc.streams.events(job.id, from_seq, storage=svc.storage), fmt, rate, on_error=on_error)
     headers = {

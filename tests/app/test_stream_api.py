@@ -371,3 +371,8 @@ def test_player_page_and_voices_are_served(live_server: Any) -> None:
     heart = next(v for v in body["data"] if v["name"] == "af_heart")
     assert heart["language"] == "en-us" and heart["gender"] == "female" and heart["preview_text"]
     assert len([v for v in body["data"] if v["engine"] == "kokoro"]) == 54
+    # OpenAI's names are listed where a client looks for voices, each with the Kokoro voice behind it.
+    assert body["openai_voices"]["alloy"] == "af_alloy" and body["openai_voices"]["coral"] == "af_heart"
+    assert "coral" in heart["openai_names"]
+    named = {n for v in body["data"] for n in v["openai_names"]}
+    assert named == set(body["openai_voices"]) and {"alloy", "shimmer", "verse"} <= named

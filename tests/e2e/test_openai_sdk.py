@@ -154,3 +154,29 @@ def test_models_list_has_openai_names(sdk: Any) -> None:
     assert {"tts-1", "tts-1-hd", "gpt-4o-mini-tts", "kokoro"} <= ids
     with pytest.raises(openai.NotFoundError):
         sdk.models.retrieve("whisper-1")
+
+
+def test_a_job_cancelled_mid_stream_cuts_the_response_off_instead_of_ending_it(
+    sdk: Any, services: Any, live_server: Any
+) -> None:
+    import httpx
+
+    body = bytearray()
+    with sdk.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=TEXT + " A fourth sentence leaves work to cancel.", response_format="pcm"
+    ) as response:
+        job_id = response.headers["X-Job-Id"]
+        pieces = response.iter_bytes()
+        # The SDK's HTTP stack (httpx or its fork) reports the cut-off body as a protocol error.
+        with pytest.raises(Exception, match="incomplete chunked read") as cut:
+            for piece in pieces:
+                body += piece
+                if len(body) >= 2 and snapshot(services, job_id)["state"] == "running":
+                    cancelled = httpx.delete(f"{live_server.url}/v1/jobs/{job_id}", timeout=10)
+                    assert cancelled.status_code == 202, cancelled.text
+                    break
+            for piece in pieces:  # the rest: the response must not end as if it were whole
+                body += piece
+    assert type(cut.value).__name__ == "RemoteProtocolError"
+    job = services.jobs.wait(job_id, JOB_TIMEOUT)
+    assert job.state == "cancelled" and body
