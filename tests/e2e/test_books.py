@@ -178,3 +178,50 @@ def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_pa
     assert all(s["reason"] and s["words"] for s in plan["skipped"])
     assert plan["selected"]["chapters"] == 2
     assert client.get("/v1/books").get_json()["data"] == before, "a preview creates no book"
+
+
+def test_two_workers_sharing_only_redis_and_s3_render_one_book(
+    settings: Any, worker_pool: Any, tmp_path: Path
+) -> None:
+    """Workers as on two machines: each in its own working directory, nothing shared but Redis and S3."""
+    from service.task_names import BOOK_RENDER
+
+    assert settings.storage_url.startswith("s3://"), "the point is storage that is not a local path"
+    spread = dataclasses.replace(settings, queue="spread", worker_queues=("spread",))
+    svc = Services(spread)
+    store = BookStore(svc)
+    homes = [tmp_path / "machine-a", tmp_path / "machine-b"]
+    workers = []
+    for home in homes:
+        home.mkdir()
+        workers.append(worker_pool.start(queues=("spread",), cwd=home))
+    text = "\n\n".join(
+        f"Chapter {n}\n\n" + " ".join(f"Line {k} of part {n} is spoken here." for k in range(1, 5))
+        for n in (1, 2, 3)
+    )
+    path = tmp_path / "spread.txt"
+    path.write_text(text)
+    book_id = store.create(load_book(path), BookSpec(voice="af_heart"), "public", source_name="spread.txt")
+    try:
+        wait_until(
+            lambda: store.state(book_id) in ("succeeded", "failed"), BOOK_TIMEOUT, interval=0.25, what="the book"
+        )
+        assert store.state(book_id) == "succeeded", store.payload(book_id)
+        plan = store.plan(book_id)
+        assert len(plan["batches"]) >= 2
+        renders = store.renders(book_id)
+        assert sorted(renders) == list(range(len(plan["segments"]))) and set(renders.values()) == {1}
+        # Both took batches: the work was really spread, so neither relied on the other's files.
+        for worker in workers:
+            finished = [
+                line for line in worker.log_path.read_text().splitlines() if f"Task {BOOK_RENDER}[" in line
+            ]
+            assert any("succeeded" in line for line in finished), worker.log_tail()
+        files = store.payload(book_id)["files"]
+        assert "book.zip" in files and all(svc.storage.exists(svc.keys.book_file(book_id, f)) for f in files)
+        # Nothing was left behind in either worker's directory (temporary files cleaned up).
+        for home in homes:
+            assert not [p for p in home.rglob("*") if p.is_file() and "spool" in p.name], list(home.rglob("*"))
+    finally:
+        for worker in workers:
+            worker_pool.stop(worker)
