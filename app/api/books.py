@@ -121,7 +121,14 @@ def create_book():  # type: ignore[no-untyped-def]
         preview = book.preview(include_matter=spec.include_matter, chapters=chapters, speed=spec.speed)
         return jsonify({"object": "book.plan", "source": Path(upload.filename).name[:200]} | preview)
     store = _store()
-    book_id = store.create(book, spec, current_owner(), source_name=Path(upload.filename).name[:200])
+    owner = current_owner()
+    token = svc.quotas.admit_book(owner)  # 429 when the key already has its books in flight
+    try:
+        book_id = store.create(book, spec, owner, source_name=Path(upload.filename).name[:200])
+    except BaseException:
+        svc.quotas.release_book(owner, token)
+        raise
+    svc.quotas.bind_book(owner, token, book_id)
     bind_job(book_id)
     body = store.payload(book_id) | {"links": _links(book_id)}
     response = jsonify(body)
