@@ -4,7 +4,7 @@
   A job counts while it is queued or running, which the job store's state sets already say
   atomically: the admission script drops members found in neither, so a job frees its slot the
   moment it succeeds, fails, is cancelled or is failed by recovery, with no release call to forget.
-  A member admitted in the last :data:`ADMISSION_GRACE` seconds counts even before its job exists.
+  A member admitted in the last :data:`ADMISSION_GRACE` seconds counts even before its job is stored.
 * **Characters per day**: one counter per owner and calendar UTC day (``Keys.owner_chars``),
   charged at admission and kept for two days; it resets at 00:00 UTC (``Retry-After`` says when).
 * **Books in flight**: like jobs, against the set of books being planned, rendered or assembled.
@@ -50,21 +50,25 @@ DAY_COUNTER_TTL = 2 * 86400
 
 # KEYS: owner's active set, state set A, state set B (a member in either is live), day counter.
 # ARGV: member, now, grace, limit, chars, chars limit, day ttl, stale-before score, set ttl, prune-at.
-# Returns {0, in use, chars used} when admitted; {1, in use, limit} over the count; {2, chars used} over chars.
+# A member's score is 0 once its job or book is stored (confirmed), else its admission time (pending).
+# Returns {0, in use, chars used} when admitted; {1, in use} over the count; {2, chars used} over chars.
 _ADMIT = """
 local active = KEYS[1]
 local now, grace, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', active, '-inf', ARGV[8])
+local stale_before = tonumber(ARGV[8])
 local card = redis.call('ZCARD', active)
 if (limit > 0 and card >= limit) or (limit == 0 and card >= tonumber(ARGV[10])) then
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', active, '-inf', now - grace)) do
+  local members = redis.call('ZRANGE', active, 0, -1, 'WITHSCORES')
+  for i = 1, #members, 2 do
+    local m, admitted = members[i], tonumber(members[i + 1])
     local live
     if KEYS[3] == KEYS[2] then
       live = redis.call('SISMEMBER', KEYS[2], m) == 1
     else
-      live = redis.call('ZSCORE', KEYS[2], m) or redis.call('ZSCORE', KEYS[3], m)
+      local created = redis.call('ZSCORE', KEYS[2], m) or redis.call('ZSCORE', KEYS[3], m)
+      live = created and tonumber(created) > stale_before
     end
-    if not live then redis.call('ZREM', active, m) end
+    if not live and (admitted == 0 or admitted < now - grace) then redis.call('ZREM', active, m) end
   end
   card = redis.call('ZCARD', active)
 end
@@ -210,6 +214,10 @@ class Quotas:
                 requested=int(chars),
             )
 
+    def confirm_job(self, owner: str, job_id: str) -> None:
+        """Mark an admitted job as stored: from now on it counts exactly while it is queued or running."""
+        self.redis.zadd(self.keys.owner_active_jobs(owner), {job_id: 0}, xx=True)
+
     def release_job(self, owner: str, job_id: str, chars: int, *, now: float | None = None) -> None:
         """Give back a reservation whose job was never created (an Idempotency-Key replay)."""
         with self.redis.pipeline(transaction=True) as pipe:
@@ -266,7 +274,7 @@ class Quotas:
         key = self.keys.owner_active_books(owner)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(key, token)
-            pipe.zadd(key, {book_id: time.time()})
+            pipe.zadd(key, {book_id: 0})  # confirmed: counts while the book is in the active set
             pipe.execute()
 
     def release_book(self, owner: str, token: str) -> None:

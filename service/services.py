@@ -170,6 +170,8 @@ class Services:
             if not replay:
                 self.quotas.release_job(owner, job_id, len(spec.text))
             return job, False
+        if not replay:
+            self.quotas.confirm_job(owner, job.id)
         try:
             self.enqueue(job, request_id)
         except Exception as exc:  # the broker is down: the job is stored, so say so rather than lose it
