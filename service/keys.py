@@ -263,6 +263,14 @@ class Keys:
         """Sorted set of every open stream slot of the deployment, scored by lease expiry."""
         return self._k("streams", "all")
 
+    def book_checkpoints(self, book_id: str) -> str:
+        """Set of the checkpoint storage keys a book used (for reference counting on its deletion)."""
+        return self._k("book", check_id(book_id, "book id"), "checkpoints")
+
+    def checkpoint_refs(self) -> str:
+        """Hash: checkpoint storage key -> number of books that use it."""
+        return self._k("segments", "refs")
+
     def sweep_lock(self) -> str:
         """Lock held by the worker running the retention sweep (expires after one sweep interval)."""
         return self._k("sweep", "lock")
