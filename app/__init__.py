@@ -77,7 +77,8 @@ def _openai_error(code: str, message: str, status: int, details: Mapping[str, An
     """``{"error": {"message", "type", "param", "code"}}`` (OpenAI's shape), Spool's details alongside."""
     body = OpenAIErrorBody(
         message=message,
-        type="server_error" if status >= 500 else "invalid_request_error",
+        # 429: OpenAI's own rate-limit type, so clients that branch on it back off rather than give up.
+        type="server_error" if status >= 500 else ("requests" if status == 429 else "invalid_request_error"),
         param=(details or {}).get("field"),
         code=code,
         details=dict(details) if details else None,
@@ -111,7 +112,11 @@ def _register_errors(app: Flask) -> None:
         status = getattr(exc, "http_status", None) or (503 if isinstance(exc, AssetError) else 400)
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return error_response(exc.code, exc.message, status, exc.details)
+        response, status = error_response(exc.code, exc.message, status, exc.details)
+        retry_after = getattr(exc, "retry_after", None)  # quotas and limits (429)
+        if retry_after:
+            response.headers["Retry-After"] = str(int(retry_after))
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

@@ -262,7 +262,8 @@ class OpenAIErrorBody(BaseModel):
     """What went wrong, in OpenAI's shape (the official SDKs read ``message``, ``type``, ``param``, ``code``)."""
 
     message: str = Field(description="What is wrong and how to fix it.")
-    type: Literal["invalid_request_error", "server_error"]
+    #: "requests" on a 429 (a quota or limit), as OpenAI types its own rate limits.
+    type: Literal["invalid_request_error", "server_error", "requests"]
     param: str | None = Field(description="The request field at fault, when one is.")
     code: str = Field(description="Spool's stable machine-readable error name.")
     details: dict[str, Any] | None = None

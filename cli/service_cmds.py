@@ -86,6 +86,7 @@ def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             "",
             "--appendonly",
             "no",
+            *("--maxmemory", os.environ.get("SPOOL_REDIS_MAXMEMORY", defaults.REDIS_MAXMEMORY), "--maxmemory-policy", "noeviction"),
             "--dir",
             str(directory),
             "--logfile",

@@ -137,3 +137,51 @@ MAX_PAGE_SIZE = 200
 
 #: Jobs per page when the request gives no ``limit``.
 PAGE_SIZE = 50
+
+# Limits, quotas and retention (issue 14, item 5) ---------------------------------------------------
+# Every quota applies per owner (the name an API key maps to; "public" without keys); 0 means no limit.
+# SPOOL_KEY_QUOTAS overrides them per owner.
+
+#: Unfinished (queued or running) jobs one owner may have at once; beyond it ``POST /v1/jobs`` answers 429.
+MAX_CONCURRENT_JOBS = 50
+
+#: Text characters one owner may submit per calendar day (UTC midnight to midnight); beyond it 429.
+MAX_CHARS_PER_DAY = 5_000_000
+
+#: Books one owner may have in flight (planning, rendering or assembling) at once; beyond it 429.
+MAX_BOOKS_IN_FLIGHT = 3
+
+#: Priority lanes a key may ask for by default; another lane is refused with 403 (``lane_not_allowed``).
+ALLOWED_LANES: tuple[str, ...] = ("normal", "high")
+
+#: Per-owner overrides, as JSON: ``{"alice": {"max_concurrent_jobs": 2, "allowed_lanes": ["normal"]}}``.
+KEY_QUOTAS = ""
+
+#: Seconds a 429 for concurrent jobs, books or streams tells the client to wait (``Retry-After``).
+QUOTA_RETRY_AFTER = 30
+
+#: Bytes of audio (PCM) one job's live chunk stream keeps in Redis; older chunks are trimmed (16 MiB:
+#: about 5.8 minutes of 24 kHz speech). Listeners that keep up never notice; late ones replay from storage.
+STREAM_MAX_BYTES = 16 * 1024 * 1024
+
+#: Open streams (audio streams, SSE event streams, waiting speech requests) one owner may hold at once.
+MAX_STREAMS_PER_KEY = 8
+
+#: Threads of one web process that streams may hold: WEB_THREADS (16) less 4 kept for the API.
+MAX_STREAMS_PER_PROCESS = WEB_THREADS - 4
+
+#: Open streams in all web processes together: WEB_WORKERS (2) x MAX_STREAMS_PER_PROCESS (12) = 24 of
+#: the 32 web threads, so 8 (4 per process) always answer the API however many listeners idle.
+MAX_STREAMS = WEB_WORKERS * MAX_STREAMS_PER_PROCESS
+
+#: ``maxmemory`` of every Redis Spool starts (policy ``noeviction``: full means refused writes, never lost state).
+REDIS_MAXMEMORY = "1gb"
+
+#: Days stored job audio and book files are kept after their last write; 0 keeps them forever.
+RETENTION_DAYS = 30.0
+
+#: Days a segment checkpoint (content-keyed, shared between books) is kept after its last write; 0: forever.
+CHECKPOINT_RETENTION_DAYS = 30.0
+
+#: Seconds between retention sweeps (one worker sweeps per interval, under a Redis lock).
+SWEEP_INTERVAL = 3600

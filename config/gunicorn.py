@@ -15,6 +15,12 @@ from config import defaults
 bind = f"{os.environ.get('SPOOL_HOST', defaults.HOST)}:{os.environ.get('SPOOL_PORT', defaults.PORT)}"
 workers = int(os.environ.get("SPOOL_WEB_WORKERS", defaults.WEB_WORKERS))
 threads = int(os.environ.get("SPOOL_WEB_THREADS", defaults.WEB_THREADS))
+# Streams (audio streams, SSE, waiting speech requests) hold a thread each for as long as they last, so
+# they are capped below the thread count: per process SPOOL_MAX_STREAMS_PER_PROCESS (default 16 - 4 = 12)
+# and in all SPOOL_MAX_STREAMS (default 2 processes x 12 = 24 of the 32 threads). However the listeners
+# spread over the processes, each keeps at least 4 threads (8 in all) for the API; beyond a cap the
+# stream answers 429 with Retry-After. Raising SPOOL_WEB_THREADS alone adds API threads; raise the
+# stream caps with it to admit more listeners.
 worker_class = "gthread"
 # Long enough for a speech request waiting on its job; streams send data well within it.
 timeout = int(float(os.environ.get("SPOOL_SPEECH_TIMEOUT", defaults.SPEECH_TIMEOUT))) + 60

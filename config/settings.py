@@ -126,6 +126,21 @@ class Settings:
     url: str = defaults.URL
     api_key: str | None = field(default=None, repr=False)
     var_dir: str = defaults.VAR_DIR
+    # Limits, quotas and retention (issue 14, item 5); see config.defaults for each.
+    max_concurrent_jobs: int = defaults.MAX_CONCURRENT_JOBS
+    max_chars_per_day: int = defaults.MAX_CHARS_PER_DAY
+    max_books_in_flight: int = defaults.MAX_BOOKS_IN_FLIGHT
+    allowed_lanes: tuple[str, ...] = defaults.ALLOWED_LANES
+    key_quotas: str = defaults.KEY_QUOTAS
+    quota_retry_after: int = defaults.QUOTA_RETRY_AFTER
+    stream_max_bytes: int = defaults.STREAM_MAX_BYTES
+    max_streams_per_key: int = defaults.MAX_STREAMS_PER_KEY
+    max_streams_per_process: int = defaults.MAX_STREAMS_PER_PROCESS
+    max_streams: int = defaults.MAX_STREAMS
+    redis_maxmemory: str = defaults.REDIS_MAXMEMORY
+    retention_days: float = defaults.RETENTION_DAYS
+    checkpoint_retention_days: float = defaults.CHECKPOINT_RETENTION_DAYS
+    sweep_interval: int = defaults.SWEEP_INTERVAL
 
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
@@ -157,6 +172,7 @@ class Settings:
             )
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")
+        check_limits(self)
 
     @property
     def assets_path(self) -> Path:
@@ -240,3 +256,65 @@ class Settings:
             else:
                 env[name] = str(value)
         return env
+
+
+# Limits, quotas and retention (issue 14, item 5) ---------------------------------------------------
+#: Fields a per-owner entry of ``SPOOL_KEY_QUOTAS`` may set.
+QUOTA_FIELDS: tuple[str, ...] = (
+    "max_concurrent_jobs",
+    "max_chars_per_day",
+    "max_books_in_flight",
+    "allowed_lanes",
+    "max_streams_per_key",
+)
+
+
+def parse_key_quotas(raw: str) -> dict[str, dict[str, Any]]:
+    """Parse ``SPOOL_KEY_QUOTAS`` (JSON: owner name -> {quota field: value}) into a checked dict."""
+    import json
+
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"SPOOL_KEY_QUOTAS is not valid JSON ({exc}); e.g. '{{\"alice\": {{\"max_concurrent_jobs\": 2}}}}'.") from None
+    if not isinstance(data, dict):
+        raise SettingsError("SPOOL_KEY_QUOTAS must be a JSON object: owner name -> {quota field: value}.")
+    quotas: dict[str, dict[str, Any]] = {}
+    for owner, entry in data.items():
+        if not isinstance(owner, str) or not OWNER_NAME_RE.match(owner) or not isinstance(entry, dict):
+            raise SettingsError(
+                f"SPOOL_KEY_QUOTAS: entry {owner!r} must be a valid owner name mapped to an object of quota fields."
+            )
+        unknown = sorted(set(entry) - set(QUOTA_FIELDS))
+        if unknown:
+            raise SettingsError(
+                f"SPOOL_KEY_QUOTAS[{owner!r}]: unknown field(s) {', '.join(unknown)}; valid: {', '.join(QUOTA_FIELDS)}."
+            )
+        checked: dict[str, Any] = {}
+        for name, value in entry.items():
+            if name == "allowed_lanes":
+                if not isinstance(value, list) or not all(v in defaults.CLIENT_PRIORITIES for v in value):
+                    raise SettingsError(
+                        f"SPOOL_KEY_QUOTAS[{owner!r}].allowed_lanes must be a list of {', '.join(defaults.CLIENT_PRIORITIES)}."
+                    )
+                checked[name] = tuple(value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SettingsError(f"SPOOL_KEY_QUOTAS[{owner!r}].{name} must be a whole number >= 0 (0: no limit).")
+            else:
+                checked[name] = value
+        quotas[owner] = checked
+    return quotas
+
+
+def check_limits(settings: Settings) -> None:
+    """Raise SettingsError when a limit setting cannot work."""
+    for lane in settings.allowed_lanes:
+        if lane not in defaults.CLIENT_PRIORITIES:
+            raise SettingsError(
+                f"SPOOL_ALLOWED_LANES: {lane!r} is not a lane; use some of {', '.join(defaults.CLIENT_PRIORITIES)}."
+            )
+    if not settings.allowed_lanes:
+        raise SettingsError(f"SPOOL_ALLOWED_LANES is empty; allow at least one of {', '.join(defaults.CLIENT_PRIORITIES)}.")
+    parse_key_quotas(settings.key_quotas)

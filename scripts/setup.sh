@@ -39,7 +39,8 @@ fi
 # Redis: use the one on SPOOL_REDIS_URL / 127.0.0.1:6379 if it answers, else start a local one.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   log "starting redis-server on 127.0.0.1:6379 (no persistence)"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --maxmemory "${SPOOL_REDIS_MAXMEMORY:-1gb}" --maxmemory-policy noeviction >/dev/null
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 

@@ -26,6 +26,7 @@ from service.books import (
     plan_segment,
     segment_digest,
 )
+from service.retention import reference_checkpoint
 from service.states import FINISHED
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
             store.count_render(book_id, seg["i"])
             seconds = chunk.duration
         store.segment_done(book_id, seg["i"], seconds)
+        reference_checkpoint(svc, book_id, key)  # so deleting the book knows which checkpoints it shared
         keys.append(key)
     store.finish_batch(book_id, batch)
     if store.try_assembly(book_id):

@@ -165,3 +165,23 @@ class StreamAbortedError(ServiceError):
 
     code = "stream_aborted"
     http_status = 502
+
+
+# Quotas and limits (issue 14, item 5) --------------------------------------------------------------
+class QuotaExceededError(ServiceError):
+    """A per-key quota or a deployment limit is used up; ``details`` name the limit, its value and the use."""
+
+    code = "rate_limit_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, **details: object) -> None:
+        super().__init__(message, retry_after=retry_after, **details)
+        #: Seconds the client should wait before trying again (the ``Retry-After`` header).
+        self.retry_after = max(1, int(retry_after))
+
+
+class LaneNotAllowedError(ServiceError):
+    """The API key may not use the priority lane it asked for."""
+
+    code = "lane_not_allowed"
+    http_status = 403

@@ -235,3 +235,42 @@ class Keys:
     def job_audio(self, job_id: str, ext: str) -> str:
         """Storage key of a job's finished audio file."""
         return storage_key("jobs", check_id(job_id, "job id"), f"audio.{ext}")
+
+    # Quotas, stream caps and retention (issue 14, item 5) ----------------------------------------
+    def job_chunks_info(self, job_id: str) -> str:
+        """Hash beside a job's chunk stream: PCM ``bytes`` it holds and ``trimmed_before`` (first kept seq)."""
+        return self._k("job", check_id(job_id, "job id"), "chunks-info")
+
+    def owner_active_jobs(self, owner: str) -> str:
+        """Sorted set of an owner's unfinished job ids (scored by admission time), for the concurrency quota."""
+        return self._k("quota", check_owner(owner), "jobs")
+
+    def owner_chars(self, owner: str, day: str) -> str:
+        """Counter of the characters an owner submitted on one UTC day (``YYYYMMDD``)."""
+        if not re.match(r"^[0-9]{8}$", day):
+            raise InvalidKeyError(f"Invalid day {day!r}: expected YYYYMMDD.")
+        return self._k("quota", check_owner(owner), "chars", day)
+
+    def owner_active_books(self, owner: str) -> str:
+        """Sorted set of an owner's books in flight (scored by admission time), for the books quota."""
+        return self._k("quota", check_owner(owner), "books")
+
+    def owner_streams(self, owner: str) -> str:
+        """Sorted set of an owner's open stream slots, scored by the time their lease runs out."""
+        return self._k("streams", "owner", check_owner(owner))
+
+    def all_streams(self) -> str:
+        """Sorted set of every open stream slot of the deployment, scored by lease expiry."""
+        return self._k("streams", "all")
+
+    def book_checkpoints(self, book_id: str) -> str:
+        """Set of the checkpoint storage keys a book used (for reference counting on its deletion)."""
+        return self._k("book", check_id(book_id, "book id"), "checkpoints")
+
+    def checkpoint_refs(self) -> str:
+        """Hash: checkpoint storage key -> number of books that use it."""
+        return self._k("segments", "refs")
+
+    def sweep_lock(self) -> str:
+        """Lock held by the worker running the retention sweep (expires after one sweep interval)."""
+        return self._k("sweep", "lock")

@@ -15,7 +15,8 @@ from service.books import BookStore
 from service.exceptions import EnqueueError
 from service.heartbeats import WorkerRegistry
 from service.jobs import Job, JobSpec, JobStore
-from service.keys import Keys
+from service.keys import Keys, new_id
+from service.quotas import Quotas
 from service.storage import Storage, storage_from_settings
 from service.stream import ChunkStream
 from service.task_names import SYNTHESIZE
@@ -40,12 +41,17 @@ class Services:
         self.keys = Keys(settings.key_prefix)
         self.jobs = JobStore(self.redis, self.keys, settings.job_ttl)
         self.workers = WorkerRegistry(self.redis, self.keys, settings.heartbeat_ttl)
+        self.quotas = Quotas(self.redis, self.keys, settings)
         self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
         self.catalog = VoiceCatalog(settings.assets_path)
         self._storage = storage
         # Cheap to build (no round trip until first use), so not lazy.
         self.streams = ChunkStream(
-            self.redis, self.keys, maxlen=settings.stream_maxlen, ttl=settings.stream_ttl
+            self.redis,
+            self.keys,
+            maxlen=settings.stream_maxlen,
+            ttl=settings.stream_ttl,
+            max_bytes=settings.stream_max_bytes,
         )
         self._celery: Celery | None = None
         self._lock = threading.Lock()
@@ -136,17 +142,36 @@ class Services:
         request_id: str | None = None,
         kind: str = "job",
     ) -> tuple[Job, bool]:
-        """Store a job, then enqueue it; returns (job, created). A job that cannot be enqueued is failed."""
-        job, created = self.jobs.create(
-            spec,
-            owner=owner,
-            queue=self.settings.queue,
-            idempotency_key=idempotency_key,
-            request_id=request_id,
-            kind=kind,
-        )
+        """Store a job, then enqueue it; returns (job, created). A job that cannot be enqueued is failed.
+
+        The owner's lane and quotas are checked first (LaneNotAllowedError, QuotaExceededError); a
+        retried request whose Idempotency-Key already names a job is answered without charging again.
+        """
+        self.quotas.check_lane(owner, spec.priority)
+        job_id = new_id()
+        replay = bool(idempotency_key) and bool(self.redis.exists(self.keys.idempotency(owner, idempotency_key)))
+        if not replay:
+            self.quotas.admit_job(owner, job_id, len(spec.text))
+        try:
+            job, created = self.jobs.create(
+                spec,
+                owner=owner,
+                queue=self.settings.queue,
+                idempotency_key=idempotency_key,
+                request_id=request_id,
+                kind=kind,
+                job_id=job_id,
+            )
+        except BaseException:
+            if not replay:
+                self.quotas.release_job(owner, job_id, len(spec.text))
+            raise
         if not created:
+            if not replay:
+                self.quotas.release_job(owner, job_id, len(spec.text))
             return job, False
+        if not replay:
+            self.quotas.confirm_job(owner, job.id)
         try:
             self.enqueue(job, request_id)
         except Exception as exc:  # the broker is down: the job is stored, so say so rather than lose it

@@ -130,6 +130,10 @@ class Storage:
         """A URL a client can download the object from directly (presigned), or None if there is none."""
         return None
 
+    def list_modified(self, prefix: str) -> list[tuple[str, float]]:
+        """Every key under ``prefix`` with its last-modified time (seconds since the epoch), sorted."""
+        raise NotImplementedError
+
     def ping(self) -> None:
         """Raise StorageError unless the storage can be read and written."""
         raise NotImplementedError
@@ -265,6 +269,16 @@ class LocalStorage(Storage):
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    def list_modified(self, prefix: str) -> list[tuple[str, float]]:
+        """Keys under the prefix with their files' modification times."""
+        listing = []
+        for key in self.list(prefix):
+            try:
+                listing.append((key, self._path(key).stat().st_mtime))
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+        return listing
 
     def ping(self) -> None:
         """Check that the root exists and is writable."""
@@ -447,6 +461,24 @@ class S3Storage(Storage):
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, prefix, "listing") from exc
         return sorted(keys)
+
+    def list_modified(self, prefix: str) -> list[tuple[str, float]]:
+        """Keys under the prefix with their LastModified times, page by page."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        check_storage_prefix(prefix)
+        listing: list[tuple[str, float]] = []
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                listing.extend(
+                    (obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp()) for obj in page.get("Contents", [])
+                )
+        except (BotoCoreError, ClientError) as exc:
+            raise self._error(exc, prefix, "listing") from exc
+        return sorted(listing)
 
     def url(self, key: str, expires: int = 3600) -> str | None:
         """A presigned GET URL valid for ``expires`` seconds."""

@@ -62,8 +62,10 @@ INDEX_VERSION = 1
 
 #: Job states after which no more chunks come.
 
-# KEYS: stream, channel.
-# ARGV: type, maxlen, ttl, rate, samples, pcm, meta json, wake-up json tail (starts with ',' or '}').
+# KEYS: stream, channel, info hash (PCM bytes held, first seq kept).
+# ARGV: type, maxlen, ttl, rate, samples, pcm, meta json, wake-up json tail (starts with ',' or '}'),
+# max bytes (0: no byte bound). Past max bytes the oldest chunk entries are deleted (never the newest)
+# and ``trimmed_before`` in the info hash says which seq is the first still held.
 # Returns {seq, offset, 1} when appended; {seq, offset, 0} when the stream was already closed by an
 # end or error entry (that entry's seq and offset), so finish and fail are idempotent.
 _APPEND = """
@@ -88,7 +90,23 @@ else
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'type', kind, 'seq', seq, 'offset', offset,
              'rate', ARGV[4], 'samples', '0', 'meta', ARGV[7])
 end
+if kind == 'chunk' then
+  local total = redis.call('HINCRBY', KEYS[3], 'bytes', 2 * tonumber(ARGV[5]))
+  local max_bytes = tonumber(ARGV[9])
+  while max_bytes > 0 and total > max_bytes do
+    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+    if #first == 0 or first[1][1] == id then break end
+    local f = first[1][2]
+    local h = {}
+    for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+    if h['type'] ~= 'chunk' then break end
+    redis.call('XDEL', KEYS[1], first[1][1])
+    total = redis.call('HINCRBY', KEYS[3], 'bytes', -2 * tonumber(h['samples']))
+    redis.call('HSET', KEYS[3], 'trimmed_before', tonumber(h['seq']) + 1)
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
 local start_time = 0
 if tonumber(ARGV[4]) > 0 then start_time = offset / tonumber(ARGV[4]) end
 redis.call('PUBLISH', KEYS[2], '{"type":"' .. kind .. '","seq":' .. string.format('%d', seq) ..
@@ -234,6 +252,38 @@ def _error_meta(error: BaseException | str) -> dict[str, str]:
     return {"code": "job_failed", "message": str(error)}
 
 
+class _Recording:
+    """A job's chunks as this process publishes them: PCM spooled to disk past 16 MB, and the index rows."""
+
+    def __init__(self) -> None:
+        self.spool = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 (closed by close())
+        self.chunks: list[dict[str, Any]] = []
+        self.rate = 0
+        self.bytes = 0
+
+    def add(self, seq: int, offset: int, rate: int, pcm: bytes, meta: Mapping[str, Any]) -> bool:
+        """Append one chunk; False when it is not the next in order (the recording is then useless)."""
+        if seq != len(self.chunks):
+            return False
+        self.spool.write(pcm)
+        self.rate = self.rate or rate
+        self.chunks.append(
+            {"seq": seq, "offset": offset, "rate": rate, "byte_offset": self.bytes, "bytes": len(pcm), "meta": dict(meta)}
+        )
+        self.bytes += len(pcm)
+        return True
+
+    def store(self, storage: Storage, key: str) -> tuple[list[dict[str, Any]], int, int]:
+        """Upload the PCM under ``key``; return (index rows, sample rate, bytes)."""
+        self.spool.seek(0)
+        storage.put(key, self.spool, content_type=AUDIO_FORMATS["pcm"].content_type)
+        return self.chunks, self.rate, self.bytes
+
+    def close(self) -> None:
+        """Discard the spooled PCM."""
+        self.spool.close()
+
+
 class ChunkStream:
     """Publishes a job's chunks to Redis and replays them (live, or from storage once finished)."""
 
@@ -245,10 +295,16 @@ class ChunkStream:
         maxlen: int = 10_000,
         ttl: int = 3600,
         block_ms: int = READ_BLOCK_MS,
+        max_bytes: int = 0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.maxlen = int(maxlen)
+        #: PCM bytes one job's live stream keeps (0: bounded by entries only); see ``_APPEND``.
+        self.max_bytes = int(max_bytes)
+        #: Jobs this process is publishing: their chunks as written, so the stored replay is whole
+        #: however much the byte bound trimmed from Redis.
+        self._recordings: dict[str, _Recording] = {}
         self.ttl = int(ttl)
         self.block_ms = int(block_ms)
         self._append = redis.register_script(_APPEND)
@@ -269,7 +325,7 @@ class ChunkStream:
         # The script writes the opening fields (type, seq, offset, start_time); the rest follows them.
         tail = "}" if tail == "{}" else "," + tail[1:]
         seq, offset, appended = self._append(
-            keys=[self.keys.job_chunks(job_id), self.keys.job_events(job_id)],
+            keys=[self.keys.job_chunks(job_id), self.keys.job_events(job_id), self.keys.job_chunks_info(job_id)],
             args=[
                 kind,
                 self.maxlen,
@@ -279,6 +335,7 @@ class ChunkStream:
                 pcm,
                 json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=False),
                 tail,
+                self.max_bytes,
             ],
         )
         return int(seq), int(offset), bool(appended)
@@ -296,13 +353,19 @@ class ChunkStream:
             "words": meta["words"],
             "speech_end": meta["speech_end"],
         }
-        seq, _, appended = self._write(job_id, "chunk", rate=rate, pcm=pcm, meta=meta, wake=wake)
+        seq, offset, appended = self._write(job_id, "chunk", rate=rate, pcm=pcm, meta=meta, wake=wake)
         if not appended:
             raise StreamClosedError(
                 f"The chunk stream of job {job_id} already ended (entry {seq}); call reset() before "
                 "rendering the job again.",
                 job_id=job_id,
             )
+        recording = self._recordings.get(job_id)
+        if recording is None and seq == 0:
+            recording = self._recordings[job_id] = _Recording()
+        if recording is not None:
+            if not recording.add(seq, offset, rate, pcm, meta):
+                self._drop_recording(job_id)  # out of order: finish() falls back to the Redis stream
         return seq
 
     def finish(self, job_id: str, storage: Storage, totals: Mapping[str, Any]) -> int:
@@ -312,6 +375,8 @@ class ChunkStream:
         except (SpoolError, OSError, redis_lib.RedisError):
             # Live listeners still get every chunk; only late ones (after the stream expires) lose out.
             log.exception("could not store the replay of job %s", job_id)
+        finally:
+            self._drop_recording(job_id)
         seq, _, _ = self._write(
             job_id,
             "end",
@@ -324,12 +389,45 @@ class ChunkStream:
     def fail(self, job_id: str, error: BaseException | str) -> int:
         """Append an error entry (the job failed or was cancelled) and wake listeners; returns its seq."""
         meta = _error_meta(error)
+        self._drop_recording(job_id)
         seq, _, _ = self._write(job_id, "error", meta=meta, wake={"error": meta})
         return seq
 
     def reset(self, job_id: str) -> None:
         """Delete the job's stream so a retried render starts from seq 0."""
-        self.redis.delete(self.keys.job_chunks(job_id))
+        self._drop_recording(job_id)
+        self.redis.delete(self.keys.job_chunks(job_id), self.keys.job_chunks_info(job_id))
+
+    def _drop_recording(self, job_id: str) -> None:
+        recording = self._recordings.pop(job_id, None)
+        if recording is not None:
+            recording.close()
+
+    def held_bytes(self, job_id: str) -> int:
+        """PCM bytes the job's live stream holds now (what ``SPOOL_STREAM_MAX_BYTES`` bounds)."""
+        return int(self.redis.hget(self.keys.job_chunks_info(job_id), "bytes") or 0)
+
+    def trimmed_before(self, job_id: str) -> int:
+        """First chunk seq the live stream still holds after byte trimming (0: nothing trimmed)."""
+        return int(self.redis.hget(self.keys.job_chunks_info(job_id), "trimmed_before") or 0)
+
+    def check_replayable(self, job_id: str, from_seq: int, state: str) -> None:
+        """Raise StreamGapError (410) when chunks from ``from_seq`` were trimmed and storage cannot replay them.
+
+        A succeeded job replays trimmed chunks from storage; a running one cannot (they exist only in the
+        worker until the job ends), so its late listener is told where the live stream starts.
+        """
+        if state == "succeeded":
+            return
+        first = self.trimmed_before(job_id)
+        if from_seq < first:
+            raise StreamGapError(
+                f"Chunks {from_seq}..{first - 1} of job {job_id} have left the live buffer (SPOOL_STREAM_MAX_BYTES="
+                f"{self.max_bytes}); listen from={first} to follow it live, or fetch /v1/jobs/{job_id}/audio "
+                "once it has succeeded (the stream then replays from storage).",
+                job_id=job_id,
+                first_available=first,
+            )
 
     # Replay to storage ---------------------------------------------------------------------------
     def replay_keys(self, job_id: str) -> tuple[str, str]:
@@ -342,6 +440,9 @@ class ChunkStream:
     def save_replay(self, job_id: str, storage: Storage) -> dict[str, Any]:
         """Copy every chunk of the live stream to storage: ``stream.pcm`` and the ``chunks.json`` index."""
         pcm_key, index_key = self.replay_keys(job_id)
+        recording = self._recordings.get(job_id)
+        if recording is not None:
+            return self._store_index(job_id, storage, recording.store(storage, pcm_key))
         chunks: list[dict[str, Any]] = []
         rate = 0
         byte_offset = 0
@@ -352,8 +453,9 @@ class ChunkStream:
                     break
                 if event.seq != len(chunks):
                     raise StreamGapError(
-                        f"Job {job_id}'s stream lost chunks {len(chunks)}..{event.seq - 1} to its length "
-                        "bound; raise SPOOL_STREAM_MAXLEN above the segment count of your longest job.",
+                        f"Job {job_id}'s stream lost chunks {len(chunks)}..{event.seq - 1} to its bounds "
+                        "and this process did not record them; raise SPOOL_STREAM_MAXLEN or "
+                        "SPOOL_STREAM_MAX_BYTES, or finish the job in the process that rendered it.",
                         job_id=job_id,
                     )
                 spool.write(event.pcm)
@@ -371,6 +473,14 @@ class ChunkStream:
                 byte_offset += len(event.pcm)
             spool.seek(0)
             storage.put(pcm_key, spool, content_type=AUDIO_FORMATS["pcm"].content_type)
+        return self._store_index(job_id, storage, (chunks, rate, byte_offset))
+
+    def _store_index(
+        self, job_id: str, storage: Storage, stored: tuple[list[dict[str, Any]], int, int]
+    ) -> dict[str, Any]:
+        """Write the chunk index of a stored replay (chunks, sample rate, total PCM bytes)."""
+        chunks, rate, byte_offset = stored
+        _, index_key = self.replay_keys(job_id)
         index = {
             "version": INDEX_VERSION,
             "job_id": job_id,
@@ -538,6 +648,11 @@ class ChunkStream:
         while True:
             for event in self._range(job_id, next_seq):
                 if event.seq > next_seq:
+                    job_state = self.job_state(job_id)
+                    if storage is not None and job_state.get("state") == "succeeded":
+                        # Trimmed from the live buffer, but the job's whole replay is stored.
+                        yield from self._replay_stored(job_id, storage, next_seq, job_state, audio)
+                        return
                     yield self._gap_error(job_id, next_seq, event.seq)
                     return
                 yield event
@@ -602,8 +717,8 @@ class ChunkStream:
                 "code": StreamGapError.code,
                 "message": (
                     f"Chunks {wanted}..{first - 1} of job {job_id} have left the live buffer "
-                    f"(SPOOL_STREAM_MAXLEN); reconnect with from={first}, or download the whole file "
-                    "once the job has succeeded."
+                    f"(SPOOL_STREAM_MAX_BYTES, SPOOL_STREAM_MAXLEN); reconnect with from={first}, or "
+                    "download the whole file once the job has succeeded (the stream then replays it)."
                 ),
             },
         )

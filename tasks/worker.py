@@ -20,6 +20,7 @@ from celery import signals
 from config.settings import Settings
 from service.logging import configure_logging
 from service.recovery import recover_books, recover_jobs
+from service.retention import maybe_sweep
 from service.services import Services
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def recover(svc: Services) -> None:
     recover_jobs(svc)
     live = {w["name"] for w in svc.workers.live()} | {worker_name()}
     recover_books(svc.books, live, get_settings().heartbeat_interval)
+    maybe_sweep(svc)  # retention: one worker per SPOOL_SWEEP_INTERVAL deletes expired stored files
 
 
 class Heartbeat(threading.Thread):

@@ -21,6 +21,8 @@ from service.books import BookSpec, BookStore
 from service.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from service.keys import PART_RE
 from service.logging import bind_job
+from service.retention import purge_book
+from service.states import FINISHED
 
 bp = Blueprint("books", __name__, url_prefix="/v1/books")
 
@@ -121,7 +123,14 @@ def create_book():  # type: ignore[no-untyped-def]
         preview = book.preview(include_matter=spec.include_matter, chapters=chapters, speed=spec.speed)
         return jsonify({"object": "book.plan", "source": Path(upload.filename).name[:200]} | preview)
     store = _store()
-    book_id = store.create(book, spec, current_owner(), source_name=Path(upload.filename).name[:200])
+    owner = current_owner()
+    token = svc.quotas.admit_book(owner)  # 429 when the key already has its books in flight
+    try:
+        book_id = store.create(book, spec, owner, source_name=Path(upload.filename).name[:200])
+    except BaseException:
+        svc.quotas.release_book(owner, token)
+        raise
+    svc.quotas.bind_book(owner, token, book_id)
     bind_job(book_id)
     body = store.payload(book_id) | {"links": _links(book_id)}
     response = jsonify(body)
@@ -159,13 +168,21 @@ def get_book(book_id: str):  # type: ignore[no-untyped-def]
 @operation(
     tag="books",
     operation_id="cancelBook",
-    responses={200: (Book, "Cancelled: workers stop before their next segment.")},
-    errors={404: "No such book.", 409: "Already finished."},
+    responses={
+        200: (Book, "Cancelled: workers stop before their next segment."),
+        204: "Finished: its files, unshared checkpoints and state are deleted.",
+    },
+    errors={404: "No such book."},
 )
 def cancel_book(book_id: str):  # type: ignore[no-untyped-def]
-    """Cancel a book; workers stop before their next segment."""
+    """Cancel a book in flight (workers stop before their next segment), or delete a finished one (204)."""
     store = _store()
-    store.cancel(book_id, current_owner())
+    owner = current_owner()
+    rec = store.record(book_id, owner)
+    if rec.state in FINISHED:
+        purge_book(services(), rec.id, owner)
+        return Response(status=204)
+    store.cancel(book_id, owner)
     return jsonify(store.payload(book_id) | {"links": _links(book_id)})
 
 

@@ -23,8 +23,9 @@ from app.schemas import (
     parse_limit,
 )
 from engine.audio import AUDIO_FORMATS
-from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
+from service.exceptions import InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
 from service.logging import bind_job
+from service.retention import purge_job
 from service.states import JOB_STATES
 
 log = logging.getLogger("spool.api.jobs")
@@ -133,18 +134,21 @@ def get_job(job_id: str):  # type: ignore[no-untyped-def]
     tag="jobs",
     operation_id="cancelJob",
     responses={
-        200: (Job, "Cancelled (or already cancelled)."),
+        200: (Job, "Cancelled."),
         202: (Job, "Running: will stop after the current segment."),
+        204: "Finished (succeeded, failed or cancelled): its stored audio and state are deleted.",
     },
-    errors={404: "No such job.", 409: "Already finished."},
+    errors={404: "No such job."},
 )
 def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
-    """Cancel a job: a queued one never runs; a running one stops after its current segment."""
+    """Cancel an unfinished job (a queued one never runs; a running one stops after its current segment),
+    or delete a finished one: its stored audio, stream replay and state (204)."""
     svc = services()
     job = svc.jobs.get(job_id, current_owner())
     bind_job(job.id)
-    if job.state in ("succeeded", "failed"):
-        raise ConflictError(f"Job {job.id} already {job.state}; there is nothing to cancel.", state=job.state)
+    if job.is_terminal:
+        purge_job(svc, job)
+        return Response(status=204)
     job = svc.jobs.request_cancel(job.id, current_owner())
     log.info("cancel requested; job is %s", job.state)
     response = jsonify(job_payload(job))

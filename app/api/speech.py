@@ -10,6 +10,7 @@ Errors take OpenAI's shape (``app.error_response``), so the official SDKs raise 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from flask import Blueprint, Response, g
@@ -17,7 +18,7 @@ from flask import Blueprint, Response, g
 from app import services
 from app.api import job_links, json_body
 from app.api.jobs import idempotency_key
-from app.api.stream import speech_events_response, stream_job_response
+from app.api.stream import speech_events_response, stream_job_response, stream_slot
 from app.apidoc import AUDIO_OR_SSE, SUBMIT_HEADERS, operation
 from app.auth import current_owner
 from app.schemas import INSTRUCTIONS_NOTE, OpenAIError, ParsedSpeech, SpeechRequest, parse_speech_request
@@ -88,21 +89,29 @@ def create_speech():  # type: ignore[no-untyped-def]
     svc = services()
     settings = svc.settings
     req = parse_speech_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
-    job, _ = svc.submit(
-        req.spec,
-        owner=current_owner(),
-        idempotency_key=idempotency_key(),
-        request_id=g.get("request_id"),
-        kind="speech",
-    )
+    owner = current_owner()
+    # The high lane when the key may use it, else its first allowed lane; and the stream slot the answer
+    # holds (streamed or waited for), taken before the job is queued so a refusal renders nothing.
+    spec = dataclasses.replace(req.spec, priority=svc.quotas.lane_for(owner, req.spec.priority))
+    slot = stream_slot()
+    try:
+        job, _ = svc.submit(
+            spec, owner=owner, idempotency_key=idempotency_key(), request_id=g.get("request_id"), kind="speech"
+        )
+    except BaseException:
+        slot.release()
+        raise
     bind_job(job.id)
     headers = speech_headers(req)
     log.info("speech: model %s, %s, stream %s", req.model, req.stream_format, req.stream)
     if req.stream_format == "sse":
-        return speech_events_response(job.id, job.format, headers)
+        return speech_events_response(job.id, job.format, headers, slot=slot)
     if req.stream:
-        return stream_job_response(job.id, job.format, extra_headers=headers)
-    job = svc.jobs.wait(job.id, settings.speech_timeout)
+        return stream_job_response(job.id, job.format, extra_headers=headers, slot=slot)
+    try:
+        job = svc.jobs.wait(job.id, settings.speech_timeout)
+    finally:
+        slot.release()
     details = {"job_id": job.id, "job_url": job_links(job.id)["self"]}
     if job.state == "succeeded" and job.result_key:
         data = svc.storage.get(job.result_key)

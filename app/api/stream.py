@@ -28,6 +28,7 @@ from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
 from service.exceptions import JobNotReadyError, StreamAbortedError
 from service.jobs import Job
 from service.logging import bind_job
+from service.quotas import StreamSlot
 from service.states import FINISHED
 from service.stream import (
     ChunkStream,
@@ -74,14 +75,50 @@ def _streamable_job(job_id: str) -> Job:
     return job
 
 
+def stream_slot() -> StreamSlot:
+    """Take one of the caller's open-stream slots (429 with Retry-After when none is free)."""
+    return StreamSlot(services().quotas, current_owner())
+
+
+def _held(body: Iterator[Any], slot: StreamSlot) -> Iterator[Any]:
+    """``body``, renewing the stream slot's lease while it sends and releasing it when it ends."""
+    try:
+        for item in body:
+            slot.touch()
+            yield item
+    finally:
+        slot.release()
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+def _slot_response(body: Iterator[Any], slot: StreamSlot, **kwargs: Any) -> Response:
+    """A streamed response that holds ``slot`` until the body ends or the client goes away."""
+    response = Response(stream_with_context(_held(body, slot)), **kwargs)
+    response.call_on_close(slot.release)
+    return response
+
+
 def stream_job_response(
-    job_id: str, fmt: str, from_seq: int = 0, extra_headers: dict[str, str] | None = None
+    job_id: str,
+    fmt: str,
+    from_seq: int = 0,
+    extra_headers: dict[str, str] | None = None,
+    slot: StreamSlot | None = None,
 ) -> Response:
     """Stream a job's audio from chunk ``from_seq``: the header at once, then chunks as they come."""
     svc = services()
-    fmt = parse_stream_format(fmt, "wav")
-    job = _streamable_job(job_id)
-    rate = svc.catalog.sample_rate(job.voice)
+    try:
+        fmt = parse_stream_format(fmt, "wav")
+        job = _streamable_job(job_id)
+        rate = svc.catalog.sample_rate(job.voice)
+        svc.streams.check_replayable(job.id, from_seq, job.state)
+        slot = slot or stream_slot()
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
 
     def on_error(event: StreamEvent) -> None:
         # A clean end would pass a cut-short file off as the whole audio: abort the response instead
@@ -105,15 +142,23 @@ def stream_job_response(
         "X-Stream-From": str(from_seq),
         **(extra_headers or {}),
     }
-    return Response(stream_with_context(body), status=200, headers=headers, direct_passthrough=True)
+    return _slot_response(body, slot, status=200, headers=headers, direct_passthrough=True)
 
 
-def speech_events_response(job_id: str, fmt: str, extra_headers: dict[str, str] | None = None) -> Response:
+def speech_events_response(
+    job_id: str, fmt: str, extra_headers: dict[str, str] | None = None, slot: StreamSlot | None = None
+) -> Response:
     """OpenAI's speech SSE: ``speech.audio.delta`` (base64 bytes of the ``fmt`` file) as the job renders,
     then ``speech.audio.done`` with usage, or ``error`` when the job fails mid-way."""
     svc = services()
-    job = _streamable_job(job_id)
-    rate = svc.catalog.sample_rate(job.voice)
+    try:
+        job = _streamable_job(job_id)
+        rate = svc.catalog.sample_rate(job.voice)
+        slot = slot or stream_slot()
+    except BaseException:
+        if slot is not None:
+            slot.release()
+        raise
     chunks = 0
     failure: dict[str, Any] = {}
 
@@ -153,7 +198,7 @@ def speech_events_response(job_id: str, fmt: str, extra_headers: dict[str, str] 
         "X-Sample-Rate": str(rate),
         **(extra_headers or {}),
     }
-    return Response(stream_with_context(body()), status=200, headers=headers)
+    return _slot_response(body(), slot, status=200, headers=headers)
 
 
 @bp.get("/<job_id>/stream")
@@ -356,7 +401,13 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
     svc = services()
     job = svc.jobs.get(job_id, current_owner())
     bind_job(job.id)
-    session = EventSession(job, _streams(), _resume_from())
+    from_seq = _resume_from()
+    slot = stream_slot()
+    try:
+        session = EventSession(job, _streams(), from_seq)
+    except BaseException:
+        slot.release()
+        raise
 
     def body() -> Iterator[str]:
         try:
@@ -370,4 +421,4 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
         "X-Accel-Buffering": "no",
         "X-Job-Id": job.id,
     }
-    return Response(stream_with_context(body()), status=200, headers=headers)
+    return _slot_response(body(), slot, status=200, headers=headers)

@@ -156,9 +156,11 @@ def test_create_get_list_cancel(api: Any) -> None:
     assert api.get(f"/v1/jobs/{job['id']}/audio").status_code == 409
     cancelled = api.delete(f"/v1/jobs/{job['id']}")
     assert cancelled.status_code == 200 and cancelled.get_json()["state"] == "cancelled"
-    assert api.delete(f"/v1/jobs/{job['id']}").status_code == 200
     audio = api.get(f"/v1/jobs/{job['id']}/audio")
     assert audio.status_code == 409 and error_of(audio)["code"] == "job_not_ready"
+    # DELETE of a finished (here: cancelled) job deletes it.
+    assert api.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert api.get(f"/v1/jobs/{job['id']}").status_code == 404
 
 
 def test_idempotency_over_http(api: Any) -> None:

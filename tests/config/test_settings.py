@@ -109,3 +109,30 @@ def test_first_segment_range_matches_the_engine() -> None:
 
     assert (MIN_BUDGET, MAX_BUDGET) == (MIN_BUDGET_PHONEMES, DEFAULT_MAX_PHONEMES)
     assert Settings.from_env({"SPOOL_FIRST_SEGMENT_PHONEMES": "28"}).first_segment_phonemes == 28
+
+
+def test_quota_settings_parse_and_refuse_what_cannot_work() -> None:
+    from config.settings import parse_key_quotas
+
+    env = {
+        "SPOOL_KEY_QUOTAS": '{"alice": {"max_concurrent_jobs": 2, "allowed_lanes": ["normal"]}}',
+        "SPOOL_ALLOWED_LANES": "normal",
+        "SPOOL_STREAM_MAX_BYTES": "65536",
+        "SPOOL_RETENTION_DAYS": "0.5",
+    }
+    settings = Settings.from_env(env)
+    assert settings.allowed_lanes == ("normal",) and settings.stream_max_bytes == 65536
+    assert settings.retention_days == 0.5
+    assert parse_key_quotas(settings.key_quotas) == {"alice": {"max_concurrent_jobs": 2, "allowed_lanes": ("normal",)}}
+    assert Settings.from_env(settings.to_env()) == settings
+    for raw, fragment in (
+        ("{not json", "not valid JSON"),
+        ('{"alice": {"max_jobs": 1}}', "unknown field"),
+        ('{"alice": {"max_concurrent_jobs": -1}}', "whole number"),
+        ('{"alice": {"allowed_lanes": ["bulk"]}}', "allowed_lanes"),
+        ('{"bad name!": {}}', "owner name"),
+    ):
+        with pytest.raises(SettingsError, match=fragment):
+            Settings.from_env({"SPOOL_KEY_QUOTAS": raw})
+    with pytest.raises(SettingsError, match="SPOOL_ALLOWED_LANES"):
+        Settings.from_env({"SPOOL_ALLOWED_LANES": "urgent"})
