@@ -9,6 +9,7 @@ is safe but never faster (the design runs one process per accelerator instead).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -24,6 +25,7 @@ from engine.exceptions import AssetError, InvalidTextError
 from engine.g2p import G2PRegistry, Phonemes, is_speakable
 from engine.kokoro import KokoroModel, KokoroSpeech, load_vocab
 from engine.languages import normalize_lang
+from engine.lexicon import Lexicon
 from engine.piper import PiperSpeech
 from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, split_text
 from engine.speech import ResolvedVoice, SpeechBackend
@@ -186,10 +188,12 @@ class Engine:
             raise InvalidTextError(f"Text must be a string, got {type(text).__name__}.")
         return split_text(text, lang=normalize_lang(lang), first_max_phonemes=self.first_max_phonemes)
 
-    def phonemize(self, segment: Segment | str, lang: str | None = None) -> Phonemes:
-        """Phonemes for one segment's spoken text (misaki for English, espeak otherwise)."""
+    def phonemize(
+        self, segment: Segment | str, lang: str | None = None, lexicon: Lexicon | None = None
+    ) -> Phonemes:
+        """Phonemes for one segment's spoken text (misaki for English, espeak otherwise), lexicon applied."""
         spoken = segment.spoken if isinstance(segment, Segment) else segment
-        phonemes = self.g2p(spoken, normalize_lang(lang))
+        phonemes = self.g2p(spoken, normalize_lang(lang), lexicon)
         if phonemes.missing:
             log.warning("no phonemes for %s even from espeak", phonemes.missing)
         return phonemes
@@ -202,9 +206,12 @@ class Engine:
         lang: str | None = None,
         *,
         is_last: bool = False,
+        lexicon: Lexicon | None = None,
     ) -> AudioChunk:
         """Render one segment into a chunk: speech, word timings, then the pause its boundary needs."""
         rv = voice if isinstance(voice, ResolvedVoice) else self.check(voice, speed, lang)
+        if lexicon is not None:
+            rv = dataclasses.replace(rv, lexicon=lexicon)
         rate = rv.sample_rate
         speech = np.zeros(0, dtype=np.float32)
         words: list[WordTiming] = []
@@ -255,23 +262,33 @@ class Engine:
         start_index: int = 0,
         *,
         segments: Sequence[Segment] | None = None,
+        lexicon: Lexicon | None = None,
     ) -> Iterator[AudioChunk]:
         """Yield one chunk per segment, in order, from segment ``start_index`` (to resume a job).
 
         ``segments``: the text's segments if the caller already has them (from :meth:`segments`
-        with the voice's language), so the text is not split twice.
+        with the voice's language), so the text is not split twice. ``lexicon``: pronunciation
+        entries applied to every segment.
         """
         rv = self.check(voice, speed, lang)
+        if lexicon is not None:
+            rv = dataclasses.replace(rv, lexicon=lexicon)
         segments = list(segments) if segments is not None else self.segments(text, rv.lang)
         last = len(segments) - 1
         for segment in segments[start_index:]:
             yield self.synthesize_segment(segment, rv, is_last=segment.index == last)
 
     def synthesize(
-        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, lang: str | None = None
+        self,
+        text: str,
+        voice: str = DEFAULT_VOICE,
+        speed: float = 1.0,
+        lang: str | None = None,
+        *,
+        lexicon: Lexicon | None = None,
     ) -> tuple[np.ndarray, list[AudioChunk]]:
         """Render a whole text; return all samples joined and the chunks they came from."""
-        chunks = list(self.stream(text, voice=voice, speed=speed, lang=lang))
+        chunks = list(self.stream(text, voice=voice, speed=speed, lang=lang, lexicon=lexicon))
         samples = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
         return samples, chunks
 
