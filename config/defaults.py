@@ -137,3 +137,12 @@ MAX_PAGE_SIZE = 200
 
 #: Jobs per page when the request gives no ``limit``.
 PAGE_SIZE = 50
+
+#: Most lexicons one API key (owner) may keep (issue 17).
+LEXICONS_PER_OWNER = 100
+
+#: Versions of a lexicon kept for jobs and books queued before it changed (older ones are dropped).
+LEXICON_VERSIONS_KEPT = 20
+
+#: Largest lexicon upload (JSON or PLS body), in bytes.
+LEXICON_MAX_BYTES = 2 * 1024 * 1024

@@ -16,6 +16,7 @@ from service.exceptions import EnqueueError
 from service.heartbeats import WorkerRegistry
 from service.jobs import Job, JobSpec, JobStore
 from service.keys import Keys
+from service.lexicons import LexiconStore, VocabCache
 from service.storage import Storage, storage_from_settings
 from service.stream import ChunkStream
 from service.task_names import SYNTHESIZE
@@ -42,6 +43,7 @@ class Services:
         self.workers = WorkerRegistry(self.redis, self.keys, settings.heartbeat_ttl)
         self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
         self.catalog = VoiceCatalog(settings.assets_path)
+        self.lexicons = LexiconStore(self.redis, self.keys, VocabCache(settings.assets_path))
         self._storage = storage
         # Cheap to build (no round trip until first use), so not lazy.
         self.streams = ChunkStream(
