@@ -454,6 +454,8 @@ class Book(BaseModel):
     author: str
     voice: str
     speed: float
+    lexicon: str | None = Field(None, description="The lexicon applied, if any.")
+    lexicon_version: str | None = Field(None, description="Its version when the book was submitted.")
     created_at: float
     started_at: float | None
     finished_at: float | None

@@ -420,6 +420,8 @@ class BookStore:
             "author": rec.author,
             "voice": spec.voice,
             "speed": spec.speed,
+            "lexicon": spec.lexicon,
+            "lexicon_version": spec.lexicon_version,
             "created_at": rec.created_at,
             "started_at": started,
             "finished_at": rec.finished_at,

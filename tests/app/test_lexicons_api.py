@@ -6,6 +6,7 @@ tests/e2e/test_pronunciation.py.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,7 +78,7 @@ def test_pls_upload_and_export_round_trip(api: Any) -> None:
     assert Lexicon.from_pls(exported.data).version == body["version"]
     uploaded = api.post(
         "/v1/lexicons",
-        data={"file": (__import__("io").BytesIO(exported.data), "names.pls")},
+        data={"file": (io.BytesIO(exported.data), "names.pls")},
         headers=ALICE,
         content_type="multipart/form-data",
     ).get_json()
@@ -165,3 +166,15 @@ def test_openapi_documents_lexicons(api: Any) -> None:
     schemas = doc["components"]["schemas"]
     assert {"Lexicon", "LexiconEntry", "LexiconRequest", "LexiconList"} <= set(schemas)
     assert {"lexicon", "markup"} <= set(schemas["JobRequest"]["properties"])
+
+
+def test_a_book_records_the_lexicon_and_refuses_another_owners(api: Any) -> None:
+    lexicon = api.post("/v1/lexicons", json={"entries": ENTRIES}, headers=ALICE).get_json()
+    text = b"Chapter 1\n\nHermione waved.\n"
+    form = {"file": (io.BytesIO(text), "hp.txt"), "lexicon": lexicon["id"]}
+    created = api.post("/v1/books", data=form, headers=ALICE, content_type="multipart/form-data")
+    assert created.status_code == 202, created.data
+    assert (created.get_json()["lexicon"], created.get_json()["lexicon_version"]) == (lexicon["id"], lexicon["version"])
+    form = {"file": (io.BytesIO(text), "hp.txt"), "lexicon": lexicon["id"]}
+    refused = api.post("/v1/books", data=form, headers=BOB, content_type="multipart/form-data")
+    assert refused.status_code == 404 and refused.get_json()["error"]["code"] == "lexicon_not_found"

@@ -186,9 +186,13 @@ def test_matching_is_linear_on_hostile_input() -> None:
     }
     seconds = {}
     for name, text in texts.items():
-        started = time.perf_counter()
-        lex.apply(text)
-        seconds[name] = time.perf_counter() - started
+        # The best of three: a shared, loaded machine only ever adds time, never takes it away.
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            lex.apply(text)
+            runs.append(time.perf_counter() - started)
+        seconds[name] = min(runs)
     assert max(seconds.values()) < 1.0, seconds
     assert lex.matches("a " * 25_000) == []
     assert len(lex.matches("in1" * 16_000)) == 16_000
