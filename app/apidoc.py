@@ -44,6 +44,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "Book id (32 hex digits).",
         "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
     },
+    "lexicon_id": {
+        "description": "Lexicon id (32 hex digits).",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+    },
 }
 
 #: Header parameters a view may take, by name.
@@ -244,7 +248,7 @@ def build_spec(app: Flask, server_url: str | None = None) -> dict[str, Any]:
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             },
         },
-        "tags": [{"name": "jobs"}, {"name": "books"}, {"name": "openai"}, {"name": "system"}],
+        "tags": [{"name": "jobs"}, {"name": "books"}, {"name": "lexicons"}, {"name": "openai"}, {"name": "system"}],
     }
     if app.extensions["spool"].settings.api_keys:
         spec["security"] = [{"bearer": []}, {"apiKey": []}]

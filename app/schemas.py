@@ -21,6 +21,7 @@ from engine.audio import AUDIO_FORMATS, FORMATS, normalize_format
 from engine.catalog import OPENAI_VOICES, VoiceCatalog, openai_voice
 from engine.exceptions import InvalidSpeedError, InvalidTextError, UnknownVoiceError, UnsupportedFormatError
 from engine.languages import check_language
+from engine.markup import MARKUP_MODES
 from engine.voices import SPEED_RANGE, check_speed
 from service import jobs
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
@@ -87,6 +88,12 @@ class JobRequest(BaseModel):
     priority: Literal[defaults.CLIENT_PRIORITIES] = defaults.PRIORITY  # type: ignore[valid-type]
     webhook_url: str | None = Field(
         None, json_schema_extra={"format": "uri"}, description="POSTed the job's JSON when it finishes."
+    )
+    lexicon: str | None = Field(
+        None, pattern="^[0-9a-f]{32}$", description="Id of one of your lexicons (POST /v1/lexicons) to apply."
+    )
+    markup: Literal[MARKUP_MODES] = Field(  # type: ignore[valid-type]
+        "none", description="Inline markup in the text: 'ssml' (a subset), 'ipa-links' ([word](/ipa/)) or none."
     )
 
 
@@ -229,6 +236,9 @@ class Job(BaseModel):
     started_at: str | None = Field(json_schema_extra={"format": "date-time"})
     finished_at: str | None = Field(json_schema_extra={"format": "date-time"})
     attempts: int
+    lexicon: str | None = Field(None, description="The lexicon applied, if any.")
+    lexicon_version: str | None = Field(None, description="Its version when the job was submitted.")
+    markup: str = Field("none", description="How inline markup in the text was read.")
     error: JobError | None
     result: JobResult | None
     links: JobLinks
@@ -296,6 +306,50 @@ class Status(BaseModel):
 # -- books ---------------------------------------------------------------------------------------
 
 
+class LexiconEntry(BaseModel):
+    """One pronunciation: a word or phrase and its IPA phonemes (Kokoro's symbols) or an alias."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grapheme: str = Field(max_length=100, description="The word or phrase, as written.")
+    phonemes: str | None = Field(None, max_length=400, description="IPA in Kokoro's phoneme set, e.g. hɜːmˈaɪəni.")
+    alias: str | None = Field(None, max_length=400, description="Words said instead (a respelling).")
+    case_sensitive: bool = Field(False, description="Match only this exact letter case.")
+    whole_word: bool = Field(True, description="Match only whole words (false: also inside words).")
+
+
+class LexiconRequest(BaseModel):
+    """The JSON body of ``POST /v1/lexicons`` and ``PUT /v1/lexicons/<id>`` (a W3C PLS document also works)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=100)
+    lang: str | None = Field(None, description="Language of the entries (informative).")
+    entries: list[LexiconEntry] = Field(max_length=10_000)
+
+
+class Lexicon(BaseModel):
+    """A stored lexicon."""
+
+    id: str
+    object: Literal["lexicon"] = "lexicon"
+    name: str
+    lang: str | None
+    version: str = Field(description="Digest of the entries; jobs and books record the one they used.")
+    versions: list[str] = Field(description="Kept versions, newest first.")
+    entry_count: int
+    created_at: float
+    updated_at: float
+    entries: list[LexiconEntry] | None = Field(None, description="Absent in lists.")
+
+
+class LexiconList(BaseModel):
+    """The caller's lexicons, newest first (without their entries)."""
+
+    object: Literal["list"] = "list"
+    data: list[Lexicon]
+
+
 class BookRequest(BaseModel):
     """The multipart form of ``POST /v1/books``."""
 
@@ -310,6 +364,7 @@ class BookRequest(BaseModel):
     title: str | None = None
     author: str | None = None
     include_matter: bool = Field(False, description="Also read the sections the plan lists as skipped.")
+    lexicon: str | None = Field(None, description="Id of one of your lexicons to apply (see /v1/lexicons).")
     plan_only: bool = Field(False, description="Answer the chapter plan (200) and render nothing.")
 
 
@@ -400,6 +455,8 @@ class Book(BaseModel):
     author: str
     voice: str
     speed: float
+    lexicon: str | None = Field(None, description="The lexicon applied, if any.")
+    lexicon_version: str | None = Field(None, description="Its version when the book was submitted.")
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -544,7 +601,32 @@ def parse_job_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> 
         language=check_language(body.get("language")),
         priority=check_priority(body.get("priority")),
         webhook_url=check_webhook_url(body.get("webhook_url")),
+        lexicon=check_lexicon_id(body.get("lexicon")),
+        markup=check_markup(body.get("markup")),
     )
+
+
+def check_lexicon_id(value: object, field: str = "lexicon") -> str | None:
+    """A lexicon id (32 hex digits) or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{32}", value):
+        raise InvalidRequestError(
+            f"{field} must be a lexicon id (32 hex digits, from POST /v1/lexicons), got {str(value)[:64]!r}.",
+            field=field,
+        )
+    return value
+
+
+def check_markup(value: object, field: str = "markup") -> str:
+    """An inline markup mode (default none)."""
+    if value is None:
+        return "none"
+    if value not in MARKUP_MODES:
+        raise InvalidRequestError(
+            f"{field} must be one of {', '.join(MARKUP_MODES)}, got {str(value)[:64]!r}.", field=field
+        )
+    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -12,6 +13,7 @@ from typing import TextIO
 
 import numpy as np
 
+from cli.engine_cmds import load_lexicon_file
 from config.settings import Settings
 from engine.audiobook import DEFAULT_CHAPTER_GAP, ChapterAudio, assemble
 from engine.book import load_book, parse_chapter_list
@@ -26,9 +28,10 @@ def _bar(done: int, total: int, label: str) -> None:
     print(f"\r[{'#' * filled}{'-' * (width - filled)}] {pct:5.1f}% {label[:50]:<50}", end="", file=sys.stderr)
 
 
-def _checkpoint(cache: Path, text: str, voice: str, speed: float, model_id: str) -> Path:
-    """Where a rendered chapter is kept, keyed by its content, voice, speed and model."""
-    key = hashlib.sha256("\x1f".join([model_id, voice, f"{speed:.4f}", text]).encode()).hexdigest()[:32]
+def _checkpoint(cache: Path, text: str, voice: str, speed: float, model_id: str, lexicon: str = "") -> Path:
+    """Where a rendered chapter is kept, keyed by its content, voice, speed, model and lexicon entries used."""
+    parts = [model_id, voice, f"{speed:.4f}", text, *([lexicon] if lexicon else [])]
+    key = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
     return cache / f"{key}.npz"
 
 
@@ -93,6 +96,8 @@ def cmd_book(args: argparse.Namespace) -> int:
         args.assets or settings.assets_path, threads=args.threads or settings.engine_threads or None
     )
     rv = engine.check(args.voice, args.speed, args.lang)
+    if args.lexicon:
+        rv = dataclasses.replace(rv, lexicon=load_lexicon_file(args.lexicon).validate(engine.model.vocab))
     out = Path(args.output)
     cache = out / ".chapters"
     cache.mkdir(parents=True, exist_ok=True)
@@ -102,7 +107,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     rendered: list[ChapterAudio] = []
     for chapter, segments in plans:
-        point = _checkpoint(cache, chapter.text, rv.spec, rv.speed, engine.model_id)
+        used = rv.lexicon.digest_for(" ".join(s.spoken for s in segments)) if rv.lexicon else ""
+        point = _checkpoint(cache, chapter.text, rv.spec, rv.speed, engine.model_id, used)
         if point.is_file():
             # Rendered by an earlier run with the same text, voice, speed and model: reuse it.
             with np.load(point, allow_pickle=False) as saved:
@@ -157,6 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     book.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
     book.add_argument("--voice", default="af_heart")
     book.add_argument("--speed", type=float, default=1.0)
+    book.add_argument("--lexicon", help="pronunciation lexicon: a W3C PLS file or Spool's JSON")
     book.add_argument("--lang", help="language (default: the voice's)")
     book.add_argument("--chapters", help="chapters to render, e.g. 1 or 1,3-5 (default: all)")
     book.add_argument(

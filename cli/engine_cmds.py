@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 
 from config.settings import Settings
 from engine.audio import StreamEncoder, encode_audio, format_for_path, normalize_format
-from engine.exceptions import InvalidTextError
+from engine.exceptions import InvalidTextError, LexiconError
+from engine.lexicon import Lexicon
+from engine.markup import MARKUP_MODES
 from engine.voices import voice_info
 
 
@@ -40,6 +44,19 @@ def _read_text(args: argparse.Namespace) -> str:
     return args.text
 
 
+def load_lexicon_file(path: str) -> Lexicon:
+    """A lexicon from a W3C PLS file (.pls, .xml) or Spool's JSON (.json)."""
+    data = Path(path).expanduser().read_bytes()
+    name = Path(path).stem
+    if data.lstrip()[:1] in (b"{", b"["):
+        try:
+            lexicon = Lexicon.from_dict(json.loads(data))
+        except ValueError as exc:
+            raise LexiconError(f"{path} is not valid JSON: {exc}.") from None
+        return lexicon if lexicon.name else dataclasses.replace(lexicon, name=name)
+    return Lexicon.from_pls(data, name=name)
+
+
 def cmd_say(args: argparse.Namespace) -> int:
     """Synthesise text to a file (format from --format or the extension) or to stdout."""
     text = _read_text(args)
@@ -50,10 +67,14 @@ def cmd_say(args: argparse.Namespace) -> int:
     )
     engine = _load_engine(args)
     rv = engine.check(args.voice, args.speed, args.lang)
+    lexicon = load_lexicon_file(args.lexicon).validate(engine.model.vocab) if args.lexicon else None
     started = time.perf_counter()
     first = None
     pieces = []
-    for chunk in engine.stream(text, voice=args.voice, speed=args.speed, lang=args.lang):
+    chunks = engine.stream(
+        text, voice=args.voice, speed=args.speed, lang=args.lang, lexicon=lexicon, markup=args.markup
+    )
+    for chunk in chunks:
         first = first if first is not None else time.perf_counter() - started
         pieces.append(chunk.samples)
         if not args.quiet:
@@ -111,6 +132,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     say.add_argument("--speed", type=float, default=1.0, help="0.5 to 2.0")
     say.add_argument("--lang", help="language (default: the voice's), e.g. en-us, en-gb, es, fr-fr")
+    say.add_argument("--lexicon", help="pronunciation lexicon: a W3C PLS file or Spool's JSON")
+    say.add_argument("--markup", choices=MARKUP_MODES, default="none", help="inline markup in the text")
     say.add_argument("--threads", type=int, help="engine threads")
     say.add_argument("--assets", help="assets directory (default: SPOOL_ASSETS_DIR or ~/.cache/spool)")
     say.add_argument("--model", help="your own kokoro-v1.0.onnx (with --voices)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ from typing import Any
 from config import defaults
 from config.settings import Settings
 from engine.exceptions import SpoolError
+from engine.markup import MARKUP_MODES
 
 #: Seconds between polls while ``spool submit --wait`` waits.
 POLL_INTERVAL = 0.5
@@ -353,6 +355,17 @@ def _read_input(source: str) -> str:
     return source
 
 
+def upload_lexicon(client: Client, source: str) -> str:
+    """A lexicon id: ``source`` itself when it is one, else the id of the file uploaded to /v1/lexicons."""
+    if re.fullmatch(r"[0-9a-f]{32}", source):
+        return source
+    from cli.engine_cmds import load_lexicon_file
+
+    lexicon = load_lexicon_file(source)
+    body = {"name": lexicon.name, "lang": lexicon.lang, "entries": [e.to_dict() for e in lexicon.entries]}
+    return client.json("POST", "/v1/lexicons", body)["id"]
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     """Submit text as a job; with ``--wait`` or ``-o``, wait for it and save the audio."""
     client = _client(args)
@@ -371,6 +384,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["language"] = args.language
     if args.webhook:
         body["webhook_url"] = args.webhook
+    if args.lexicon:
+        body["lexicon"] = upload_lexicon(client, args.lexicon)
+    if args.markup != "none":
+        body["markup"] = args.markup
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     job = client.json("POST", "/v1/jobs", body, headers)
     print(job["id"])
@@ -467,6 +484,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     submit.add_argument("--language", help="language code (default: the voice's own)")
     submit.add_argument("--priority", default=defaults.PRIORITY, choices=defaults.CLIENT_PRIORITIES)
     submit.add_argument("--webhook", help="URL POSTed the job's JSON when it finishes")
+    submit.add_argument("--lexicon", help="a lexicon file (PLS or JSON; uploaded) or the id of a stored one")
+    submit.add_argument("--markup", choices=MARKUP_MODES, default="none", help="inline markup in the text")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     submit.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
     submit.add_argument("-o", "--output", help="save the audio here (implies --wait)")

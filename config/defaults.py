@@ -185,3 +185,13 @@ CHECKPOINT_RETENTION_DAYS = 30.0
 
 #: Seconds between retention sweeps (one worker sweeps per interval, under a Redis lock).
 SWEEP_INTERVAL = 3600
+
+
+#: Most lexicons one API key (owner) may keep (issue 17).
+LEXICONS_PER_OWNER = 100
+
+#: Versions of a lexicon kept for jobs and books queued before it changed (older ones are dropped).
+LEXICON_VERSIONS_KEPT = 20
+
+#: Largest lexicon upload (JSON or PLS body), in bytes.
+LEXICON_MAX_BYTES = 2 * 1024 * 1024

@@ -9,6 +9,7 @@ is safe but never faster (the design runs one process per accelerator instead).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -20,12 +21,15 @@ import numpy as np
 
 from engine import assets
 from engine.chunk import AudioChunk, WordTiming, clean_speech, lead_samples, pause_seconds, with_pause
-from engine.exceptions import AssetError, InvalidTextError
+from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
 from engine.g2p import G2PRegistry, Phonemes, is_speakable
 from engine.kokoro import KokoroModel, KokoroSpeech, load_vocab
 from engine.languages import normalize_lang
+from engine.lexicon import Lexicon
+from engine.markup import Markup, markup_segments, parse_markup
+from engine.normalize import normalize
 from engine.piper import PiperSpeech
-from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, Segment, split_text
+from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, DEFAULT_MAX_PHONEMES, Segment, split_text
 from engine.speech import ResolvedVoice, SpeechBackend
 from engine.voices import VoiceStore, check_speed
 
@@ -180,16 +184,41 @@ class Engine:
 
     # -- layers ---------------------------------------------------------------------------------
 
-    def segments(self, text: str, lang: str | None = None) -> list[Segment]:
-        """Normalise and split ``text``; the segments' spans cover every character exactly once."""
+    def segments(
+        self, text: str, lang: str | None = None, *, markup: str | Markup | None = None
+    ) -> list[Segment]:
+        """Normalise and split ``text``; the segments' spans cover every character exactly once.
+
+        ``markup``: ``"ssml"`` or ``"ipa-links"`` (or a parsed :class:`engine.markup.Markup`) reads
+        inline markup; spans then cover every character of the content, markup excluded.
+        """
         if not isinstance(text, str):
             raise InvalidTextError(f"Text must be a string, got {type(text).__name__}.")
-        return split_text(text, lang=normalize_lang(lang), first_max_phonemes=self.first_max_phonemes)
+        lang = normalize_lang(lang)
+        if markup is None or markup == "none":
+            return split_text(text, lang=lang, first_max_phonemes=self.first_max_phonemes)
+        marked = markup if isinstance(markup, Markup) else self.parse_markup(text, markup)
+        if not marked.text.strip():
+            raise InvalidTextError("The marked-up text has no words to speak; put text inside <speak>.")
+        return markup_segments(
+            marked,
+            lang=lang,
+            split=split_text,
+            normalize_text=lambda piece: " ".join(normalize(piece, lang).split()),
+            first_max_phonemes=self.first_max_phonemes,
+            max_phonemes=DEFAULT_MAX_PHONEMES,
+        )
 
-    def phonemize(self, segment: Segment | str, lang: str | None = None) -> Phonemes:
-        """Phonemes for one segment's spoken text (misaki for English, espeak otherwise)."""
+    def parse_markup(self, text: str, mode: str) -> Markup:
+        """Read inline markup, checking IPA against this model's phoneme vocabulary."""
+        return parse_markup(text, mode, vocab=self.model.vocab)
+
+    def phonemize(
+        self, segment: Segment | str, lang: str | None = None, lexicon: Lexicon | None = None
+    ) -> Phonemes:
+        """Phonemes for one segment's spoken text (misaki for English, espeak otherwise), lexicon applied."""
         spoken = segment.spoken if isinstance(segment, Segment) else segment
-        phonemes = self.g2p(spoken, normalize_lang(lang))
+        phonemes = self.g2p(spoken, normalize_lang(lang), lexicon)
         if phonemes.missing:
             log.warning("no phonemes for %s even from espeak", phonemes.missing)
         return phonemes
@@ -202,9 +231,12 @@ class Engine:
         lang: str | None = None,
         *,
         is_last: bool = False,
+        lexicon: Lexicon | None = None,
     ) -> AudioChunk:
         """Render one segment into a chunk: speech, word timings, then the pause its boundary needs."""
-        rv = voice if isinstance(voice, ResolvedVoice) else self.check(voice, speed, lang)
+        if not isinstance(voice, ResolvedVoice):
+            voice = self.check(segment.voice or voice, speed, lang)
+        rv = voice if lexicon is None else dataclasses.replace(voice, lexicon=lexicon)
         rate = rv.sample_rate
         speech = np.zeros(0, dtype=np.float32)
         words: list[WordTiming] = []
@@ -236,6 +268,13 @@ class Engine:
         if is_last and boundary != "end":
             boundary = "end"
         samples = with_pause(speech, rate, pause_seconds(boundary, rv.speed))
+        if segment.pause_after:
+            samples = np.concatenate([samples, np.zeros(int(round(segment.pause_after * rate)), np.float32)])
+        if segment.pause_before:
+            lead = int(round(segment.pause_before * rate))
+            samples = np.concatenate([np.zeros(lead, np.float32), samples])
+            words = [WordTiming(w.word, round(w.start + lead / rate, 4), round(w.end + lead / rate, 4)) for w in words]
+            speech_end += lead / rate
         return AudioChunk(
             index=segment.index,
             samples=samples,
@@ -255,23 +294,52 @@ class Engine:
         start_index: int = 0,
         *,
         segments: Sequence[Segment] | None = None,
+        lexicon: Lexicon | None = None,
+        markup: str | None = None,
     ) -> Iterator[AudioChunk]:
         """Yield one chunk per segment, in order, from segment ``start_index`` (to resume a job).
 
         ``segments``: the text's segments if the caller already has them (from :meth:`segments`
-        with the voice's language), so the text is not split twice.
+        with the voice's language), so the text is not split twice. ``lexicon``: pronunciation
+        entries applied to every segment; ``markup``: ``"ssml"`` or ``"ipa-links"`` (see :meth:`segments`).
         """
         rv = self.check(voice, speed, lang)
-        segments = list(segments) if segments is not None else self.segments(text, rv.lang)
+        if lexicon is not None:
+            rv = dataclasses.replace(rv, lexicon=lexicon)
+        segments = list(segments) if segments is not None else self.segments(text, rv.lang, markup=markup)
+        voices = self._switched_voices(segments, rv, speed, lang)
         last = len(segments) - 1
         for segment in segments[start_index:]:
-            yield self.synthesize_segment(segment, rv, is_last=segment.index == last)
+            seg_rv = voices[segment.voice] if segment.voice else rv
+            yield self.synthesize_segment(segment, seg_rv, is_last=segment.index == last)
+
+    def _switched_voices(
+        self, segments: Sequence[Segment], rv: ResolvedVoice, speed: float, lang: str | None
+    ) -> dict[str, ResolvedVoice]:
+        """The checked voice of every ``<voice>`` switch; each must keep the stream's sample rate."""
+        out: dict[str, ResolvedVoice] = {}
+        for name in dict.fromkeys(s.voice for s in segments if s.voice):
+            other = self.check(name, speed, lang)
+            if other.sample_rate != rv.sample_rate:
+                raise UnknownVoiceError(
+                    f"<voice name={name!r}> renders at {other.sample_rate} Hz, but {rv.spec} at {rv.sample_rate} Hz; "
+                    "one text's voices must share a sample rate (switch between Kokoro voices)."
+                )
+            out[name] = dataclasses.replace(other, lexicon=rv.lexicon)
+        return out
 
     def synthesize(
-        self, text: str, voice: str = DEFAULT_VOICE, speed: float = 1.0, lang: str | None = None
+        self,
+        text: str,
+        voice: str = DEFAULT_VOICE,
+        speed: float = 1.0,
+        lang: str | None = None,
+        *,
+        lexicon: Lexicon | None = None,
+        markup: str | None = None,
     ) -> tuple[np.ndarray, list[AudioChunk]]:
         """Render a whole text; return all samples joined and the chunks they came from."""
-        chunks = list(self.stream(text, voice=voice, speed=speed, lang=lang))
+        chunks = list(self.stream(text, voice=voice, speed=speed, lang=lang, lexicon=lexicon, markup=markup))
         samples = np.concatenate([c.samples for c in chunks]) if chunks else np.zeros(0, np.float32)
         return samples, chunks
 

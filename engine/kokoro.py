@@ -334,7 +334,7 @@ class KokoroSpeech:
 
     def render(self, spoken: str, rv: ResolvedVoice) -> Rendered:
         """Audio and word timings for spoken text, split further if over the model's 510 tokens."""
-        phonemes = self.g2p(spoken, rv.lang)
+        phonemes = self.g2p(spoken, rv.lang, rv.lexicon)
         ids, where = self.model.tokenize(phonemes.text)
         if len(ids) > MAX_TOKENS:
             return self._render_split(spoken, rv, len(ids))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.exceptions import AssetError, InvalidTextError, UnknownVoiceError
-from engine.g2p import _espeak_backend, is_speakable
+from engine.g2p import _espeak_backend, is_speakable, strip_overrides
 from engine.kokoro import resolve_providers, session_options
 from engine.languages import locale_language, normalize_lang
 from engine.speech import Rendered, ResolvedVoice, spread_timings
@@ -238,7 +238,11 @@ class PiperSpeech:
         )
 
     def render(self, spoken: str, rv: ResolvedVoice) -> Rendered:
-        """espeak phonemes, one VITS call; word timings spread by word length (Piper gives none)."""
+        """espeak phonemes, one VITS call; word timings spread by word length (Piper gives none).
+
+        Lexicon aliases apply; phoneme overrides read as their word (Piper's phoneme set is espeak's own).
+        """
+        spoken = strip_overrides(rv.lexicon.apply(spoken, rv.lang) if rv.lexicon else spoken)
         audio = rv.voice.infer(rv.voice.phonemize(spoken), rv.speed)
         words = [w for w in spoken.split() if is_speakable(w)]
         return [(audio, spread_timings(words, [len(w) for w in words], len(audio) / rv.sample_rate))]

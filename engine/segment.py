@@ -74,6 +74,11 @@ class Segment:
     spoken: str
     boundary: str
     trim_lead: bool = False
+    #: Inline markup only: the voice that speaks this segment (None: the request's), and seconds of
+    #: silence from ``<break>`` before and after it (on top of the boundary's pause).
+    voice: str | None = None
+    pause_before: float = 0.0
+    pause_after: float = 0.0
 
     def __post_init__(self) -> None:
         if self.boundary not in BOUNDARIES:

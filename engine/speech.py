@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.chunk import WordTiming
+from engine.lexicon import Lexicon
 
 #: What a backend's render gives back: audio pieces, each with word timings relative to it.
 Rendered = list[tuple[np.ndarray, list[WordTiming]]]
@@ -30,6 +31,7 @@ class ResolvedVoice:
     sample_rate: int
     backend: SpeechBackend
     voice: Any  # the backend's own voice (a Kokoro style table, a Piper session)
+    lexicon: Lexicon | None = None  # pronunciation entries applied to every segment it renders
 
 
 class SpeechBackend(Protocol):

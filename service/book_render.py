@@ -6,6 +6,7 @@ assembles it while holding the book's lock (see ``service.books``).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import tempfile
@@ -61,7 +62,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
         return []
     spec = rec.render_spec
     try:
-        rv = engine.check(spec.voice, spec.speed, spec.language)
+        rv = dataclasses.replace(engine.check(spec.voice, spec.speed, spec.language), lexicon=store.lexicon(rec))
     except SpoolError as exc:
         store.fail(book_id, exc.code, exc.message)
         return []
@@ -73,7 +74,9 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
         if store.state(book_id) in FINISHED:
             log.info("book %s is %s: stopping", book_id, store.state(book_id))
             return keys
-        key = svc.keys.segment_checkpoint(segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id))
+        key = svc.keys.segment_checkpoint(
+            segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
+        )
         if store.is_segment_done(book_id, seg["i"]):
             keys.append(key)
             continue
@@ -108,14 +111,14 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
         return []
     store.start_assembly(book_id)
     spec = rec.render_spec
-    rv = engine.check(spec.voice, spec.speed, spec.language)
+    rv = dataclasses.replace(engine.check(spec.voice, spec.speed, spec.language), lexicon=store.lexicon(rec))
     plan = store.plan(book_id)
     chapters = []
     for chapter in plan["chapters"]:
         chunks = []
         for seg in plan["segments"][chapter["first"] : chapter["first"] + chapter["count"]]:
             key = svc.keys.segment_checkpoint(
-                segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id)
+                segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
             )
             chunks.append(decode_checkpoint(svc.storage.get(key), plan_segment(seg)))
         samples = np.concatenate([c.samples for c in chunks]).astype(np.float32)

@@ -27,6 +27,7 @@ import numpy as np
 from config import defaults
 from engine.book import Book, Chapter
 from engine.chunk import AudioChunk, WordTiming
+from engine.lexicon import Lexicon
 from engine.segment import Segment, split_text
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
@@ -64,6 +65,9 @@ class BookSpec:
     author: str | None = None
     chapters: tuple[int, ...] = ()
     include_matter: bool = False
+    # Pronunciation (issue 17): a lexicon id and the version it had at submission.
+    lexicon: str | None = None
+    lexicon_version: str | None = None
 
 
 @dataclass
@@ -161,8 +165,15 @@ def plan_book(
     }
 
 
-def segment_digest(seg: dict[str, Any], voice: str, speed: float, lang: str, model_id: str) -> str:
-    """Content hash naming a segment's checkpoint: same text, voice, speed, language and model, same audio."""
+def segment_digest(
+    seg: dict[str, Any], voice: str, speed: float, lang: str, model_id: str, lexicon: Lexicon | None = None
+) -> str:
+    """Content hash naming a segment's checkpoint: same text, voice, speed, language and model, same audio.
+
+    With a lexicon, the digest of the entries this segment's text uses is part of it, so a changed
+    entry re-renders only the segments that contain it (and a segment using none keeps its name).
+    """
+    used = lexicon.digest_for(seg["spoken"]) if lexicon is not None else ""
     parts = [
         model_id,
         voice,
@@ -172,6 +183,7 @@ def segment_digest(seg: dict[str, Any], voice: str, speed: float, lang: str, mod
         seg["boundary"],
         "last" if seg["last"] else "",
         *(["trim-lead"] if seg.get("trim_lead") else []),  # keeps older checkpoints' names valid
+        *([f"lexicon:{used}"] if used else []),
     ]
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
 
@@ -233,6 +245,13 @@ class BookStore:
         self._sources: dict[str, dict[str, Any]] = {}
 
     # -- creation -------------------------------------------------------------------------------
+
+    def lexicon(self, rec: BookRecord) -> Lexicon | None:
+        """The lexicon version the book was submitted with (None without one); LexiconNotFoundError if gone."""
+        spec = rec.render_spec
+        if not spec.lexicon:
+            return None
+        return self.svc.lexicons.snapshot(rec.owner, spec.lexicon, spec.lexicon_version or "")
 
     def create(self, book: Book, spec: BookSpec, owner: str, *, source_name: str) -> str:
         """Store the chosen chapters and the cover, record the book, and queue its plan task; return its id.
@@ -401,6 +420,8 @@ class BookStore:
             "author": rec.author,
             "voice": spec.voice,
             "speed": spec.speed,
+            "lexicon": spec.lexicon,
+            "lexicon_version": spec.lexicon_version,
             "created_at": rec.created_at,
             "started_at": started,
             "finished_at": rec.finished_at,

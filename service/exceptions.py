@@ -60,6 +60,12 @@ class JobNotFoundError(NotFoundError):
     code = "job_not_found"
 
 
+class LexiconNotFoundError(NotFoundError):
+    """No lexicon with this id (or version) is visible to the caller."""
+
+    code = "lexicon_not_found"
+
+
 class MethodNotAllowedError(ServiceError):
     """The route exists but not for this HTTP method."""
 

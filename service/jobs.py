@@ -141,6 +141,10 @@ class JobSpec:
     language: str | None = None
     priority: str = defaults.PRIORITY
     webhook_url: str | None = None
+    # Pronunciation (issue 17): a lexicon id and the version it had at submission; inline markup mode.
+    lexicon: str | None = None
+    lexicon_version: str | None = None
+    markup: str = "none"
 
     def fingerprint(self) -> str:
         """Hash of the spec, to tell a retried request from a different one under the same Idempotency-Key."""
@@ -168,6 +172,10 @@ class Job(HashRecord):
     queue: str = defaults.QUEUE
     kind: str = "job"
     webhook_url: str | None = None
+    # Pronunciation (issue 17): a lexicon id and the version it had at submission; inline markup mode.
+    lexicon: str | None = None
+    lexicon_version: str | None = None
+    markup: str = "none"
     request_id: str | None = None
     fingerprint: str = ""
     created_at: float = 0.0

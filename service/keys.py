@@ -149,6 +149,19 @@ class Keys:
         """Sorted set of one owner's job ids, scored by creation time."""
         return self._k("owner", check_owner(owner), "jobs")
 
+    # Lexicons (issue 17) ------------------------------------------------------------------------
+    def lexicon(self, lexicon_id: str) -> str:
+        """String (JSON) holding one lexicon: owner, name, language, current version and entries."""
+        return self._k("lexicon", check_id(lexicon_id, "lexicon id"))
+
+    def lexicon_versions(self, lexicon_id: str) -> str:
+        """Hash of a lexicon's recent versions (version -> JSON), read by workers rendering a job or book."""
+        return self._k("lexicon", check_id(lexicon_id, "lexicon id"), "versions")
+
+    def owner_lexicons(self, owner: str) -> str:
+        """Sorted set of one owner's lexicon ids, scored by creation time."""
+        return self._k("owner", check_owner(owner), "lexicons")
+
     def render_stats(self) -> str:
         """Hash of measured render rates (seconds of wall time per character), used for ETAs."""
         return self._k("stats", "render")

@@ -184,7 +184,8 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     jobs = svc.jobs
     # Split once, in the voice's language (as the stream would), so the total is the real count.
     voice = engine.check(job.voice, job.speed, job.language)
-    segments = engine.segments(job.text, voice.lang)
+    segments = engine.segments(job.text, voice.lang, markup=job.markup)
+    lexicon = svc.lexicons.snapshot(job.owner, job.lexicon, job.lexicon_version or "") if job.lexicon else None
     total = len(segments)
     jobs.progress(job.id, 0, total, 0.0)
     svc.streams.reset(job.id)
@@ -195,7 +196,7 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     done = 0
     audio_seconds = 0.0
     for chunk in engine.stream(
-        job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments
+        job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments, lexicon=lexicon
     ):
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate

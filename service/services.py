@@ -16,6 +16,7 @@ from service.exceptions import EnqueueError
 from service.heartbeats import WorkerRegistry
 from service.jobs import Job, JobSpec, JobStore
 from service.keys import Keys, new_id
+from service.lexicons import LexiconStore, VocabCache
 from service.quotas import Quotas
 from service.storage import Storage, storage_from_settings
 from service.stream import ChunkStream
@@ -44,6 +45,7 @@ class Services:
         self.quotas = Quotas(self.redis, self.keys, settings)
         self.books = BookStore(self)  # one per process, so each book's plan is read from storage once
         self.catalog = VoiceCatalog(settings.assets_path)
+        self.lexicons = LexiconStore(self.redis, self.keys, VocabCache(settings.assets_path))
         self._storage = storage
         # Cheap to build (no round trip until first use), so not lazy.
         self.streams = ChunkStream(

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from app import services
 from app.apidoc import operation
 from app.auth import current_owner
-from app.schemas import Book, BookList, BookPlan, BookRequest
+from app.schemas import Book, BookList, BookPlan, BookRequest, check_lexicon_id
 from config import defaults
 from engine.audiobook import DEFAULT_CHAPTER_GAP
 from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
@@ -63,6 +63,7 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
             f"gap must be seconds from 0 to {MAX_CHAPTER_GAP:g}, got {form.get('gap')!r}."
         )
     chapters = parse_chapter_list(form.get("chapters"))
+    lexicon = check_lexicon_id(form.get("lexicon"))
     return BookSpec(
         voice=voice,
         speed=speed,
@@ -73,6 +74,8 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
         chapters=tuple(chapters or ()),
         include_matter=(form.get("include_front_matter") or form.get("include_matter") or "").lower()
         in _TRUE,
+        lexicon=lexicon,
+        lexicon_version=services().lexicons.get(current_owner(), lexicon).version if lexicon else None,
     )
 
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, g, jsonify, redirect, request
 
 from app import services
 from app.api import job_links, job_payload, json_body
+from app.api.lexicons import prepare_pronunciation
 from app.apidoc import AUDIO, SUBMIT_HEADERS, operation
 from app.auth import current_owner
 from app.schemas import (
@@ -61,7 +62,8 @@ def idempotency_key() -> str | None:
     responses={202: (Job, "Stored and queued (or the job of a reused Idempotency-Key).")},
     response_headers={202: ("Location",)},
     errors={
-        400: "Invalid field or malformed JSON.",
+        400: "Invalid field, malformed JSON, or malformed markup (with line and column).",
+        404: "No such lexicon for this API key.",
         413: "Body or text too long.",
         415: "Body is not JSON.",
         422: "Idempotency-Key reused with a different body.",
@@ -73,6 +75,7 @@ def create_job():  # type: ignore[no-untyped-def]
     svc = services()
     settings = svc.settings
     spec = parse_job_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
+    spec = prepare_pronunciation(spec, current_owner(), svc.catalog)
     job, created = svc.submit(
         spec, owner=current_owner(), idempotency_key=idempotency_key(), request_id=g.get("request_id")
     )
