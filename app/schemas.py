@@ -207,6 +207,16 @@ class JobLinks(BaseModel):
     events: str
 
 
+class JobWebhook(BaseModel):
+    """Delivery of a job's webhook (see docs/security.md for the signature)."""
+
+    state: Literal["pending", "queued", "retrying", "delivered", "failed", "refused"] = Field(
+        description="pending until the job finishes; refused when the URL failed the check at send time."
+    )
+    attempts: int = Field(description="Deliveries tried so far.")
+    last_status: int | None = Field(description="HTTP status of the last attempt (null: no answer).")
+
+
 class Job(BaseModel):
     """A job as the API shows it."""
 
@@ -231,6 +241,7 @@ class Job(BaseModel):
     attempts: int
     error: JobError | None
     result: JobResult | None
+    webhook: JobWebhook | None = Field(None, description="Null when the job has no webhook_url.")
     links: JobLinks
 
 
@@ -735,6 +746,11 @@ def job_to_dict(
             "finished_at": iso_time(job.finished_at),
             "error": error,
             "result": result,
+            "webhook": JobWebhook(
+                state=job.webhook_state, attempts=job.webhook_attempts, last_status=job.webhook_last_status
+            )
+            if job.webhook_state
+            else None,
             "links": JobLinks.model_validate(links),
         }
     )

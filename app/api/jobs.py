@@ -26,6 +26,7 @@ from engine.audio import AUDIO_FORMATS
 from service.exceptions import ConflictError, InvalidRequestError, JobNotReadyError, RangeNotSatisfiableError
 from service.logging import bind_job
 from service.states import JOB_STATES
+from service.webhooks import AllowList, check_url, notify
 
 log = logging.getLogger("spool.api.jobs")
 
@@ -60,7 +61,7 @@ def idempotency_key() -> str | None:
     responses={202: (Job, "Stored and queued (or the job of a reused Idempotency-Key).")},
     response_headers={202: ("Location",)},
     errors={
-        400: "Invalid field or malformed JSON.",
+        400: "Invalid field, malformed JSON, or a webhook_url that is not a public address.",
         413: "Body or text too long.",
         415: "Body is not JSON.",
         422: "Idempotency-Key reused with a different body.",
@@ -72,6 +73,9 @@ def create_job():  # type: ignore[no-untyped-def]
     svc = services()
     settings = svc.settings
     spec = parse_job_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
+    if spec.webhook_url:
+        # Resolved and checked now (and again when sent): no loopback, private or link-local targets.
+        check_url(spec.webhook_url, AllowList.parse(settings.webhook_allow), timeout=settings.webhook_timeout)
     job, created = svc.submit(
         spec, owner=current_owner(), idempotency_key=idempotency_key(), request_id=g.get("request_id")
     )
@@ -147,6 +151,8 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
         raise ConflictError(f"Job {job.id} already {job.state}; there is nothing to cancel.", state=job.state)
     job = svc.jobs.request_cancel(job.id, current_owner())
     log.info("cancel requested; job is %s", job.state)
+    if job.is_terminal:
+        notify(svc, job)  # cancelled while queued: no worker will ever see it, so announce it here
     response = jsonify(job_payload(job))
     response.status_code = 202 if job.state == "running" else 200
     return response
