@@ -26,6 +26,7 @@ from service import jobs
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import JobSpec, iso_time
 from service.states import JOB_STATES
+from service.webhooks import STATES as WEBHOOK_STATES
 
 #: Spool's own ``model`` names for ``POST /v1/audio/speech``.
 SPOOL_SPEECH_MODELS: tuple[str, ...] = ("kokoro", "kokoro-82m")
@@ -210,7 +211,7 @@ class JobLinks(BaseModel):
 class JobWebhook(BaseModel):
     """Delivery of a job's webhook (see docs/security.md for the signature)."""
 
-    state: Literal["pending", "queued", "retrying", "delivered", "failed", "refused"] = Field(
+    state: Literal[WEBHOOK_STATES] = Field(  # type: ignore[valid-type]
         description="pending until the job finishes; refused when the URL failed the check at send time."
     )
     attempts: int = Field(description="Deliveries tried so far.")

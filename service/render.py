@@ -101,7 +101,8 @@ def run_synthesis(
                 svc,
                 job_id,
                 "internal_error",
-                f"Synthesis failed unexpectedly ({type(exc).__name__}: {exc}).",
+                # The exception's text stays in the log: it may name server paths or addresses.
+                f"Synthesis failed unexpectedly ({type(exc).__name__}); the server log has the details.",
                 exc,
             )
             key = None

@@ -378,12 +378,20 @@ def notify(svc: Services, job: Job) -> bool:
         claimed = svc.redis.register_script(_CLAIM)(keys=[svc.keys.job(job.id)], args=["queued"])
         if not claimed:
             return False
-        svc.send_task(WEBHOOK, [job.id, 1], queue=svc.settings.webhook_queue, priority=0)
-        log.info("webhook for job %s (%s) queued to %s", job.id, job.state, redact(job.webhook_url))
-        return True
     except Exception:
         log.exception("could not queue the webhook of job %s", job.id)
         return False
+    try:
+        svc.send_task(WEBHOOK, [job.id, 1], queue=svc.settings.webhook_queue, priority=0)
+    except Exception:
+        log.exception("could not queue the webhook of job %s; it stays pending", job.id)
+        try:
+            svc.jobs.set_fields(job.id, webhook_state="pending")
+        except Exception:
+            log.exception("could not mark the webhook of job %s pending again", job.id)
+        return False
+    log.info("webhook for job %s (%s) queued to %s", job.id, job.state, redact(job.webhook_url))
+    return True
 
 
 def deliver(svc: Services, job_id: str, attempt: int) -> float | None:
@@ -407,6 +415,7 @@ def deliver(svc: Services, job_id: str, attempt: int) -> float | None:
         headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
     status: int | None = None
     retry = False
+    deadline = time.monotonic() + settings.webhook_timeout  # one for the lookup, connect, send and answer
     try:
         target = check_url(job.webhook_url, AllowList.parse(settings.webhook_allow), timeout=settings.webhook_timeout)
     except WebhookRefusedError as exc:
@@ -414,7 +423,7 @@ def deliver(svc: Services, job_id: str, attempt: int) -> float | None:
         svc.jobs.set_fields(job.id, webhook_state="refused", webhook_attempts=attempt)
         return None
     try:
-        status = post(target, body, headers, settings.webhook_timeout)
+        status = post(target, body, headers, max(0.0, deadline - time.monotonic()))
         ok = 200 <= status < 300
         retry = not ok and status in RETRY_STATUSES
         log.info("webhook for job %s to %s answered %d (attempt %d)", job.id, url, status, attempt)

@@ -20,7 +20,7 @@ from config.exposure import ExposureError, check_bind, is_loopback_bind
 from config.settings import Settings
 from tests.fixtures.service import REPO_ROOT, free_port
 
-KEYS = {"alice-key-0001": "alice", "bob-key-00002": "bob", "ops-key-00003": "ops"}
+KEYS = {"alice-key-0001": "exposure-alice", "bob-key-00002": "exposure-bob", "ops-key-00003": "exposure-ops"}
 ALICE, BOB, OPS = ({"Authorization": f"Bearer {key}"} for key in KEYS)
 
 
@@ -121,6 +121,7 @@ def test_same_site_and_allowed_origins_pass(open_app: Any) -> None:
 
 def test_status_shows_a_key_only_its_own_jobs(keyed_app: Any, worker: Any) -> None:
     client = keyed_app.test_client()
+    before = client.get("/status", headers=OPS).get_json()["jobs"]["queued"]
     for headers, count in ((ALICE, 2), (BOB, 1)):
         for _ in range(count):
             assert client.post("/v1/jobs", json={"text": "Mine."}, headers=headers).status_code == 202
@@ -130,7 +131,7 @@ def test_status_shows_a_key_only_its_own_jobs(keyed_app: Any, worker: Any) -> No
     admin = client.get("/status", headers=OPS).get_json()
     assert alice["jobs"]["queued"] == 2 and bob["jobs"]["queued"] == 1
     assert sum(anonymous["jobs"].values()) == 0
-    assert admin["jobs"]["queued"] >= 3
+    assert admin["jobs"]["queued"] == before + 3
     # Workers: no names, hosts or pids but for an admin.
     assert alice["workers"] and admin["workers"]
     for view in (alice, bob, anonymous):

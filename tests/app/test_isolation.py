@@ -16,7 +16,7 @@ import pytest
 from app import create_app
 from config.settings import Settings
 
-KEYS = {"alice-key-0001": "alice", "bob-key-00002": "bob"}
+KEYS = {"alice-key-0001": "isolation-alice", "bob-key-00002": "isolation-bob"}
 ALICE, BOB = ({"Authorization": f"Bearer {key}"} for key in KEYS)
 
 #: Seconds alice's short job may take to render.

@@ -136,3 +136,11 @@ def test_cancel_while_queued_fires_the_webhook(idle_client: Any, worker: Any) ->
     # Cancelling again (already cancelled) sends nothing more.
     assert idle_client.delete(f"/v1/jobs/{job['id']}").status_code == 200
     assert hook.count() == 1
+
+
+def test_openapi_documents_the_delivery_state(strict_client: Any) -> None:
+    schemas = strict_client.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Job"]["properties"]["webhook"]["anyOf"][0] == {"$ref": "#/components/schemas/JobWebhook"}
+    webhook = schemas["JobWebhook"]["properties"]
+    assert set(webhook) == {"state", "attempts", "last_status"}
+    assert webhook["state"]["enum"] == ["pending", "queued", "retrying", "delivered", "failed", "refused"]

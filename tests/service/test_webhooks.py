@@ -156,6 +156,16 @@ def test_post_abandons_a_dripping_receiver_at_the_deadline() -> None:
     assert drip.count() == 1
 
 
+def test_https_to_a_plain_server_fails_fast() -> None:
+    # TLS is verified against the URL's name (sent as SNI); a server that does not speak it is an error.
+    with receiver() as plain:
+        target = check_url(plain.url.replace("http://", "https://") + "/h", AllowList.parse(["127.0.0.1"]))
+        started = time.monotonic()
+        with pytest.raises(DeliveryError):
+            post(target, b"{}", {}, 2.0)
+        assert time.monotonic() - started < 2.5
+
+
 def test_deliver_checks_the_address_again_at_send_time(settings: Settings) -> None:
     # Accepted when submitted (say the allow-list changed, or DNS now answers with loopback):
     # the delivery resolves and checks again, and never reaches the receiver.
