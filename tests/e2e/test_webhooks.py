@@ -144,3 +144,18 @@ def test_openapi_documents_the_delivery_state(strict_client: Any) -> None:
     webhook = schemas["JobWebhook"]["properties"]
     assert set(webhook) == {"state", "attempts", "last_status"}
     assert webhook["state"]["enum"] == ["pending", "queued", "retrying", "delivered", "failed", "refused"]
+
+
+def test_a_webhook_only_worker_loads_no_model(worker_pool: Any) -> None:
+    light = worker_pool.start(name="hooks-only", queues=("webhooks",), wait=False)
+    try:
+
+        def announced() -> dict[str, Any] | None:
+            assert light.alive(), light.log_tail()
+            return next((b for b in worker_pool.registry.live() if b.get("pid") == light.pid), None)
+
+        beat = wait_until(announced, 120, interval=0.2, what="the webhook-only worker's heartbeat")
+        assert beat["queues"] == ["webhooks"] and beat["engine_ready"] is False
+        assert "engine loaded" not in light.log_path.read_text(errors="replace")
+    finally:
+        worker_pool.stop(light)
