@@ -185,7 +185,10 @@ def create_app(
     app.extensions[EXTENSION] = services_ or Services(settings)
     app.spool_warm_up = app.extensions[EXTENSION].warm_up  # type: ignore[attr-defined]  (config/gunicorn.py)
     request_log.init_app(app)
-    origin.init_app(app, settings.allowed_origins)  # before auth: a cross-site request is refused first
+    # Before auth: a cross-site request is refused first. An open Spool answers localhost only.
+    origin.init_app(
+        app, settings.allowed_origins, loopback_only=not settings.api_keys and not settings.allow_anonymous
+    )
     auth.init_app(app, settings.api_keys)
     _register_errors(app)
     app.extensions["spool_blueprints"] = register_blueprints(app)

@@ -6,10 +6,16 @@ state-changing request (POST, PUT, PATCH, DELETE) that carries an ``Origin`` (or
 ``Sec-Fetch-Site: cross-site``) must come from this server's own host or from an origin listed in
 ``SPOOL_ALLOWED_ORIGINS``; anything else is answered 403 with a JSON error. Clients that are not
 browsers send no Origin and are not affected.
+
+DNS rebinding gets around that check (a page's own name made to point at 127.0.0.1 is "same
+origin"), so an open Spool (no API keys, ``SPOOL_ALLOW_ANONYMOUS`` unset: it listens on loopback
+only) also answers only requests whose ``Host`` is a loopback name or address, or the host of an
+origin in ``SPOOL_ALLOWED_ORIGINS``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -49,12 +55,34 @@ def origin_allowed(origin: str, host: str, allowed: Iterable[str]) -> bool:
     return any(origin.strip().rstrip("/").lower() == entry.strip().rstrip("/").lower() for entry in allowed)
 
 
-def init_app(app: Flask, allowed_origins: Iterable[str]) -> None:
-    """Refuse state-changing requests from other sites (403)."""
+def is_loopback_host(host: str) -> bool:
+    """True for a Host header naming this machine: localhost, 127.x.x.x or [::1], any port."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].split("]", 1)[0]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name in ("localhost", "localhost.") or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def init_app(app: Flask, allowed_origins: Iterable[str], *, loopback_only: bool = False) -> None:
+    """Refuse state-changing requests from other sites (403); with ``loopback_only``, foreign Hosts too."""
     allowed = tuple(allowed_origins)
+    allowed_hosts = {netloc for netloc in (_netloc(entry) for entry in allowed) if netloc}
 
     @app.before_request
     def _check_origin() -> None:
+        if loopback_only and not is_loopback_host(request.host) and request.host.lower() not in allowed_hosts:
+            raise CrossOriginError(
+                f"Host {request.host[:200]!r} refused: this Spool has no API keys, so it answers only "
+                "requests to localhost. Add the origin to SPOOL_ALLOWED_ORIGINS, or set SPOOL_API_KEYS.",
+                host=request.host[:200],
+            )
         if request.method not in UNSAFE_METHODS:
             return
         origin = request.headers.get("Origin")

@@ -159,3 +159,14 @@ def test_error_answers_carry_no_internal_addresses(settings: Settings) -> None:
         assert response.status_code == 503 and "127.0.0.1" not in response.get_data(as_text=True)
     finally:
         broken.extensions["spool"].close()
+
+
+def test_open_spool_answers_only_requests_to_localhost(open_app: Any, keyed_app: Any) -> None:
+    # DNS rebinding: a page's own name pointed at 127.0.0.1 is "same origin" to the browser.
+    client = open_app.test_client()
+    rebound = client.get("/v1/jobs", headers={"Host": "evil.example:8000"})
+    assert rebound.status_code == 403 and rebound.get_json()["error"]["code"] == "cross_origin_refused"
+    for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000", "player.example"):
+        assert client.get("/v1/jobs", headers={"Host": host}).status_code == 200, host
+    # With keys (or SPOOL_ALLOW_ANONYMOUS=1) any Host is served: the keys guard it.
+    assert keyed_app.test_client().get("/healthz", headers={"Host": "spool.example.com"}).status_code == 200
