@@ -189,11 +189,6 @@ class Settings:
         return Path(self.assets_dir).expanduser()
 
     @property
-    def admin_owners(self) -> frozenset[str]:
-        """Owner names of the admin keys (they see every job in ``/status``)."""
-        return frozenset(self.api_keys[key] for key in self.admin_keys if key in self.api_keys)
-
-    @property
     def auth_enabled(self) -> bool:
         """True when API keys are configured and every /v1 request must carry one."""
         return bool(self.api_keys)
