@@ -4,6 +4,8 @@
 FROM python:3.11-slim-bookworm
 
 ARG EXTRAS=""
+# SPOOL_HOST=0.0.0.0 so a published port reaches the app; the web then refuses to start without
+# SPOOL_API_KEYS unless SPOOL_ALLOW_ANONYMOUS=1 is set (config/exposure.py, docs/security.md).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -20,6 +22,7 @@ RUN apt-get update \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY engine engine
+COPY service service
 COPY app app
 COPY tasks tasks
 COPY config config

@@ -15,12 +15,12 @@ import redis as redis_lib
 from flask import Flask, current_app, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import auth, request_log
+from app import auth, origin, request_log
 from app.schemas import ErrorBody, OpenAIErrorBody
 from config.settings import Settings
 from engine.exceptions import AssetError, SpoolError
 from service import logging as spool_logging
-from service.exceptions import ServiceUnavailableError
+from service.exceptions import ServiceUnavailableError, StorageError
 from service.services import Services
 
 log = pylogging.getLogger("spool.app")
@@ -43,6 +43,13 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
     416: "range_not_satisfiable",
     429: "too_many_requests",
+}
+
+
+#: What clients are told for errors whose own messages carry server paths or internal addresses.
+PUBLIC_MESSAGES: dict[str, str] = {
+    "storage_error": "The result storage is unavailable; retry in a moment (the server log has the details).",
+    "asset_error": "The server's model files are not ready; the operator should run `spool models fetch`.",
 }
 
 
@@ -112,6 +119,10 @@ def _register_errors(app: Flask) -> None:
         status = getattr(exc, "http_status", None) or (503 if isinstance(exc, AssetError) else 400)
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
+        if isinstance(exc, StorageError | AssetError):
+            # Their messages name server paths, buckets and endpoints: the log has them, clients don't.
+            kind = "storage_error" if isinstance(exc, StorageError) else "asset_error"
+            return error_response(exc.code, PUBLIC_MESSAGES.get(exc.code, PUBLIC_MESSAGES[kind]), status)
         response, status = error_response(exc.code, exc.message, status, exc.details)
         retry_after = getattr(exc, "retry_after", None)  # quotas and limits (429)
         if retry_after:
@@ -179,6 +190,10 @@ def create_app(
     app.extensions[EXTENSION] = services_ or Services(settings)
     app.spool_warm_up = app.extensions[EXTENSION].warm_up  # type: ignore[attr-defined]  (config/gunicorn.py)
     request_log.init_app(app)
+    # Before auth: a cross-site request is refused first. An open Spool answers localhost only.
+    origin.init_app(
+        app, settings.allowed_origins, loopback_only=not settings.api_keys and not settings.allow_anonymous
+    )
     auth.init_app(app, settings.api_keys)
     _register_errors(app)
     app.extensions["spool_blueprints"] = register_blueprints(app)

@@ -27,6 +27,7 @@ from service import jobs
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import JobSpec, iso_time
 from service.states import JOB_STATES
+from service.webhooks import STATES as WEBHOOK_STATES
 
 #: Spool's own ``model`` names for ``POST /v1/audio/speech``.
 SPOOL_SPEECH_MODELS: tuple[str, ...] = ("kokoro", "kokoro-82m")
@@ -214,6 +215,16 @@ class JobLinks(BaseModel):
     events: str
 
 
+class JobWebhook(BaseModel):
+    """Delivery of a job's webhook (see docs/security.md for the signature)."""
+
+    state: Literal[WEBHOOK_STATES] = Field(  # type: ignore[valid-type]
+        description="pending until the job finishes; refused when the URL failed the check at send time."
+    )
+    attempts: int = Field(description="Deliveries tried so far.")
+    last_status: int | None = Field(description="HTTP status of the last attempt (null: no answer).")
+
+
 class Job(BaseModel):
     """A job as the API shows it."""
 
@@ -241,6 +252,7 @@ class Job(BaseModel):
     markup: str = Field("none", description="How inline markup in the text was read.")
     error: JobError | None
     result: JobResult | None
+    webhook: JobWebhook | None = Field(None, description="Null when the job has no webhook_url.")
     links: JobLinks
 
 
@@ -818,6 +830,11 @@ def job_to_dict(
             "finished_at": iso_time(job.finished_at),
             "error": error,
             "result": result,
+            "webhook": JobWebhook(
+                state=job.webhook_state, attempts=job.webhook_attempts, last_status=job.webhook_last_status
+            )
+            if job.webhook_state
+            else None,
             "links": JobLinks.model_validate(links),
         }
     )

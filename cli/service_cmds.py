@@ -174,9 +174,20 @@ def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
             process.wait()
 
 
+def refuse_open_exposure(host: str, port: int, settings: Settings) -> None:
+    """Stop before starting anything when ``host`` is reachable and no API keys are set (docs/security.md)."""
+    from config.exposure import ExposureError, check_bind
+
+    try:
+        check_bind([f"[{host}]:{port}" if ":" in host else f"{host}:{port}"], settings)
+    except ExposureError as exc:
+        raise ClientError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run Redis (if needed), the web app and the workers until Ctrl-C."""
     settings = Settings.from_env()
+    refuse_open_exposure(args.host, args.port, settings)
     var_dir = Path(settings.var_dir).resolve()
     env = dict(os.environ)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -194,6 +205,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     threads = args.threads or settings.engine_threads or max(1, cores // max(1, workers))
     env["SPOOL_ENGINE_THREADS"] = str(threads)
     queues = args.queues.split(",") if args.queues else list(settings.worker_queues)
+    if settings.webhook_queue not in queues:
+        queues.append(settings.webhook_queue)  # the light webhook task shares the workers here
     loglevel = settings.log_level.upper()
     try:
         web = subprocess.Popen(web_command(args.host, args.port, args.web_workers, args.dev), env=env)

@@ -195,3 +195,34 @@ LEXICON_VERSIONS_KEPT = 20
 
 #: Largest lexicon upload (JSON or PLS body), in bytes.
 LEXICON_MAX_BYTES = 2 * 1024 * 1024
+
+
+
+# --------------------------------------------------------------------------------------------------
+# Exposure and webhooks (docs/security.md)
+
+#: Queue the webhook deliveries go to: a light task any worker (or a webhook-only one) consumes.
+WEBHOOK_QUEUE = "webhooks"
+
+#: Deliveries tried per finished job (the first one and the retries).
+WEBHOOK_ATTEMPTS = 4
+
+#: Seconds before the first retry of a webhook; each next wait is twice as long.
+WEBHOOK_BACKOFF = 5.0
+
+#: Webhook destinations allowed although private or loopback (CIDRs or host names), for tests
+#: and private deployments; empty: only public addresses.
+WEBHOOK_ALLOW: tuple[str, ...] = ()
+
+#: Context string of a webhook secret derived from an API key (HMAC-SHA256 of it under the key).
+WEBHOOK_KEY_CONTEXT = "spool-webhook-v1"
+
+#: Seconds a receiver should accept between a webhook's signed timestamp and its own clock.
+WEBHOOK_TOLERANCE = 300
+
+#: Listening on a non-loopback address with no API keys is refused unless this is set.
+ALLOW_ANONYMOUS = False
+
+#: Origins (scheme://host[:port]) allowed to send state-changing browser requests besides the
+#: server's own.
+ALLOWED_ORIGINS: tuple[str, ...] = ()

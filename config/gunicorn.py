@@ -31,8 +31,21 @@ accesslog = "-"
 errorlog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms req=%({x-request-id}o)s'
 loglevel = os.environ.get("SPOOL_LOG_LEVEL", defaults.LOG_LEVEL).lower()
-# Behind a reverse proxy (compose, k8s), trust its X-Forwarded-* headers for external URLs.
+# Behind a reverse proxy, trust X-Forwarded-* headers from its address only: set FORWARDED_ALLOW_IPS
+# to the proxy's address (never "*", which lets any client claim to be https or another host).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server: object) -> None:
+    """Refuse to listen on a reachable address with no API keys (config/exposure.py)."""
+    from config.exposure import ExposureError, check_bind
+    from config.settings import Settings
+
+    binds = getattr(getattr(server, "cfg", None), "bind", None) or [bind]
+    try:
+        check_bind(binds, Settings.from_env())
+    except ExposureError as exc:
+        raise SystemExit(f"spool: {exc}") from None
 
 
 def post_worker_init(worker: object) -> None:

@@ -142,6 +142,16 @@ class Settings:
     checkpoint_retention_days: float = defaults.CHECKPOINT_RETENTION_DAYS
     sweep_interval: int = defaults.SWEEP_INTERVAL
 
+    # -- exposure and webhooks (docs/security.md) -------------------------------------------------
+    webhook_queue: str = defaults.WEBHOOK_QUEUE
+    webhook_attempts: int = defaults.WEBHOOK_ATTEMPTS
+    webhook_backoff: float = defaults.WEBHOOK_BACKOFF
+    webhook_allow: tuple[str, ...] = defaults.WEBHOOK_ALLOW
+    webhook_secret: str | None = field(default=None, repr=False)
+    allow_anonymous: bool = defaults.ALLOW_ANONYMOUS
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)
+    allowed_origins: tuple[str, ...] = defaults.ALLOWED_ORIGINS
+
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
             if not QUEUE_NAME_RE.match(queue):
@@ -173,6 +183,22 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")
         check_limits(self)
+        self._check_exposure()
+
+    def _check_exposure(self) -> None:
+        """Check the exposure and webhook settings (kept apart from the rest of the checks)."""
+        if not QUEUE_NAME_RE.match(self.webhook_queue):
+            raise SettingsError(
+                f"SPOOL_WEBHOOK_QUEUE={self.webhook_queue!r}: use lower-case letters, digits, '_' or '-'."
+            )
+        if self.webhook_attempts < 1:
+            raise SettingsError("SPOOL_WEBHOOK_ATTEMPTS must be at least 1 (the first delivery).")
+        unknown = [key for key in self.admin_keys if key not in self.api_keys]
+        if unknown:
+            raise SettingsError(
+                "SPOOL_ADMIN_KEYS: every admin key must also be listed in SPOOL_API_KEYS "
+                f"({len(unknown)} is not)."
+            )
 
     @property
     def assets_path(self) -> Path:
@@ -200,7 +226,7 @@ class Settings:
         values = dict(values)
         if isinstance(values.get("api_keys"), str):
             values["api_keys"] = parse_api_keys(values["api_keys"])
-        for name in ("providers", "worker_queues"):
+        for name in ("providers", "worker_queues", "webhook_allow", "admin_keys", "allowed_origins"):
             if isinstance(values.get(name), str):
                 values[name] = tuple(p.strip() for p in values[name].split(",") if p.strip())
         return cls(**values)

@@ -392,6 +392,15 @@ def _runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return pieces
 
 
+def _attach(text: str, cut: int, low: int, end: int) -> int:
+    """Move a cut off a mark or joiner: back to its letter (not below ``low``), else forward past it."""
+    while low < cut < end and _is_attached(text[cut]):
+        cut -= 1  # never separate a mark from its letter
+    while cut < end and _is_attached(text[cut]):
+        cut += 1
+    return cut
+
+
 def _units(text: str, start: int, end: int) -> list[_Unit]:
     """Return the units of [start, end): runs with unspeakable runs glued to a speaking neighbour."""
     runs = _runs(text, start, end)
@@ -502,27 +511,84 @@ class _Splitter:
 
     # -- forced splits
 
-    def last_speaking_cut(self, pos: int, best: int, end: int) -> int:
-        """Move a cut back so the rest of the word still speaks ("£" alone would be a silent piece)."""
-        lo, hi, found = pos + 1, best, None
-        while lo <= hi:  # suffixes only gain speech as they grow, so bisect for the shortest that speaks
+    def speaking_from(self, start: int, end: int) -> int:
+        """The last cut ``s`` in [start, end) whose rest text[s:end] still speaks (``start`` if none does).
+
+        Suffixes only gain speech as they grow, so the answer is found by galloping back from the end
+        and bisecting the last step: its cost grows with the silent tail, not with the whole span.
+        """
+        if end - start < 1:
+            return start
+        step, good, bad = 1, None, end
+        while good is None:
+            probe = max(start, end - step)
+            if self.speaks(probe, end):
+                good = probe
+            elif probe == start:
+                return start
+            else:
+                bad, step = probe, step * 2
+        lo, hi = good + 1, bad - 1  # good speaks, bad does not: the boundary lies between
+        while lo <= hi:
             mid = (lo + hi) // 2
             if self.speaks(mid, end):
-                found, lo = mid, mid + 1
+                good, lo = mid, mid + 1
             else:
                 hi = mid - 1
-        if found is not None and self.speaks(pos, found):
-            return found
-        return best
+        return good
+
+    def fitting_window(
+        self, pos: int, end: int, limit: int, guess: int, size: Callable[[int, int], int]
+    ) -> tuple[int, int]:
+        """Bounds (fits, over) of the longest prefix of [pos, end) within ``limit``.
+
+        text[pos:fits] fits and text[pos:over] does not (``over`` is ``end`` + 1 when all of it fits).
+        An exponential search from ``guess`` characters (the previous piece's length), steps 1, 2, 4, ...
+        up or down: each piece is measured only within a window near its own size, never the whole
+        rest of the word.
+        """
+        probe = min(pos + max(guess, 8), end)
+        if size(pos, probe) > limit:
+            over, step = probe, 1
+            while True:
+                probe = over - step
+                if probe <= pos:
+                    return pos, over
+                if size(pos, probe) <= limit:
+                    return probe, over
+                over, step = probe, step * 2
+        fits, step = probe, 1
+        while fits < end:
+            probe = min(fits + step, end)
+            if size(pos, probe) <= limit:
+                fits, step = probe, step * 2
+            elif probe < end and size(pos, probe + 1) <= limit:
+                fits = probe + 1  # an odd cut ("a.a.a" reads letter by letter) is not the end yet
+            else:
+                return fits, probe
+        return end, end + 1
 
     def hard_split(
         self, start: int, end: int, budget: Callable[[int], int], first: int
     ) -> list[tuple[int, int]]:
-        """Cut [start, end) between any graphemes into fitting pieces; piece k gets budget(first + k)."""
+        """Cut [start, end) between any graphemes into fitting pieces; piece k gets budget(first + k).
+
+        Linear in the span (up to a log factor): each piece is measured only near its own size (see
+        ``fitting_window``), and the word's silent tail is found once, not per piece.
+        """
         text = self.text
         alnum = [i for i in range(start, end) if text[i].isalnum()]
+        speaking: int | None = None  # the last cut whose rest still speaks, found on first need
+        sizes: dict[tuple[int, int], int] = {}
+
+        def size(a: int, b: int) -> int:
+            if (a, b) not in sizes:
+                sizes[(a, b)] = self.size(a, b)
+            return sizes[(a, b)]
+
         pieces: list[tuple[int, int]] = []
         pos = start
+        guess = 0  # length of the previous piece: where the next one's search starts
         while pos < end:
             limit = budget(first + len(pieces))
             # Every piece keeps a letter or digit: a cut goes after the first one still ahead and no
@@ -533,39 +599,53 @@ class _Splitter:
             if high < low:
                 # No letter or digit on one side: cut anywhere (symbols like "%" still speak).
                 low, high = pos + 1, end - 1
-            if self.size(pos, end) <= limit or high < low:
+            if high >= low:
+                fits, over = self.fitting_window(pos, end, limit, guess, size)
+            else:
+                fits, over = end, end + 1
+            if over > end:
                 best = end
             else:
-                best = low - 1
-                lo, hi = low, high  # the longest prefix that fits (size is near-monotonic)
+                # The longest prefix that fits (size is near-monotonic), searched between the bounds.
+                hi = min(high, over - 1)
+                best, lo = (fits, fits + 1) if low <= fits <= hi else (low - 1, low)
                 while lo <= hi:
                     mid = (lo + hi) // 2
-                    if self.size(pos, mid) <= limit:
+                    if size(pos, mid) <= limit:
                         best, lo = mid, mid + 1
                     else:
                         hi = mid - 1
-                while best >= low and self.size(pos, best) > limit:
+                while best >= low and size(pos, best) > limit:
                     best -= 1
                 if best < low:
                     best = low  # one character over budget beats no progress
                 else:
-                    # Prefer a cut after a joint ("-", "/", ".") in the last stretch of the piece.
+                    # Prefer a cut after a joint ("-", "/", ".") in the last stretch of the piece;
+                    # only the nearest few joints are measured.
                     floor = max(low, pos + (best - pos) * 3 // 5)
+                    tries = 4
                     for i in range(best, floor - 1, -1):
-                        if text[i - 1] in "-/._@:&?=+,;" and self.size(pos, i) <= limit:
-                            best = i
-                            break
-                if best < end and not self.speaks(best, end):
-                    best = self.last_speaking_cut(pos, best, end)
-                while best > low and best < end and _is_attached(text[best]):
-                    best -= 1  # never separate a mark from its letter
-                while best < end and _is_attached(text[best]):
-                    best += 1
+                        if text[i - 1] in "-/._@:&?=+,;":
+                            if size(pos, i) <= limit:
+                                best = i
+                                break
+                            tries -= 1
+                            if tries == 0:
+                                break
+                best = _attach(text, best, low, end)
+                if best < end and not (alnum and best <= alnum[-1]):
+                    # No letter or digit is left after the cut: check that the rest still speaks
+                    # ("£" alone would not), else move the cut back to where it does.
+                    if speaking is None:
+                        speaking = self.speaking_from(start, end)
+                    if best > speaking and pos < speaking and self.speaks(pos, speaking):
+                        best = _attach(text, speaking, low, end)
             piece_end = best
             while piece_end > pos and text[piece_end - 1].isspace():
                 piece_end -= 1
             if piece_end > pos:
                 pieces.append((pos, piece_end))
+                guess = piece_end - pos
             pos = best
             while pos < end and text[pos].isspace():
                 pos += 1

@@ -194,6 +194,11 @@ class Job(HashRecord):
     cancel_requested: bool = False
     attempts: int = 0
     worker: str | None = None
+    # Webhook delivery (service/webhooks.py): pending until the job finishes, then queued, retrying,
+    # delivered, failed or refused; None when the job has no webhook_url.
+    webhook_state: str | None = None
+    webhook_attempts: int = 0
+    webhook_last_status: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -288,6 +293,7 @@ class JobStore:
             priority = defaults.PRIORITIES.get(spec.priority, defaults.PRIORITIES[defaults.PRIORITY])
             job = Job(job_id, JobState.QUEUED, owner, **asdict(spec), queue=queue, kind=kind, created_at=now)
             job.request_id, job.fingerprint = request_id, fingerprint
+            job.webhook_state = "pending" if spec.webhook_url else None
             created, found_id = self._create(
                 keys=[
                     self.keys.job(job_id),

@@ -3,19 +3,17 @@
 A worker's task calls :func:`run_synthesis` with its engine. The spec is read from
 the job store; each chunk the engine yields is published to the job's chunk
 stream and counted in its progress; a cancel request is honoured between
-segments; the whole audio is encoded once in the job's format and uploaded.
+segments; the whole audio is encoded once in the job's format and uploaded. A finished
+job's webhook is only enqueued here (``service.webhooks.notify``); its own task sends it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
@@ -23,8 +21,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from engine.audio import AUDIO_FORMATS, encode_audio
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError
-from service.jobs import iso_time
 from service.logging import log_context
+from service.webhooks import notify
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -33,65 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spool.synthesis")  # the name operators filter on
 
-#: Content type of webhook bodies.
-WEBHOOK_CONTENT_TYPE = "application/json"
-
 
 class _Cancelled(Exception):
     """Raised inside the render loop when the owner cancelled the job."""
-
-
-def webhook_payload(job: Job) -> dict[str, Any]:
-    """What a webhook receives: the job's id, state, timings, error or result (no text)."""
-    body: dict[str, Any] = {
-        "id": job.id,
-        "object": "job",
-        "state": job.state,
-        "format": job.format,
-        "created_at": iso_time(job.created_at),
-        "started_at": iso_time(job.started_at),
-        "finished_at": iso_time(job.finished_at),
-        "progress": {
-            "segments_done": job.segments_done,
-            "segments_total": job.segments_total,
-            "audio_seconds": round(job.audio_seconds, 3),
-        },
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "result": None,
-    }
-    if job.state == "succeeded":
-        body["result"] = {
-            "size": job.result_size,
-            "duration": job.result_duration,
-            "format": job.format,
-            "content_type": job.result_content_type,
-        }
-    return body
-
-
-def fire_webhook(job: Job, timeout: float) -> bool:
-    """POST the job's JSON to its webhook URL; failures are logged, never raised."""
-    if not job.webhook_url:
-        return False
-    data = json.dumps(webhook_payload(job)).encode()
-    request = urllib.request.Request(
-        job.webhook_url,
-        data=data,
-        method="POST",
-        headers={
-            "Content-Type": WEBHOOK_CONTENT_TYPE,
-            "User-Agent": "spool-webhook/1",
-            "X-Spool-Job-Id": job.id,
-            "X-Spool-Event": f"job.{job.state}",
-        },
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http(s) only, validated)
-            log.info("webhook %s answered %s", job.webhook_url, response.status)
-            return True
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        log.warning("webhook %s failed: %s", job.webhook_url, exc)
-        return False
 
 
 def run_synthesis(
@@ -159,13 +101,14 @@ def run_synthesis(
                 svc,
                 job_id,
                 "internal_error",
-                f"Synthesis failed unexpectedly ({type(exc).__name__}: {exc}).",
+                # The exception's text stays in the log: it may name server paths or addresses.
+                f"Synthesis failed unexpectedly ({type(exc).__name__}); the server log has the details.",
                 exc,
             )
             key = None
         final = svc.jobs.find(job_id)
         if final is not None and final.is_terminal:
-            fire_webhook(final, svc.settings.webhook_timeout)
+            notify(svc, final)  # only enqueued: the webhook task delivers it, never this one
         return key
 
 

@@ -13,3 +13,6 @@ BOOK_RENDER = "spool.book_render"
 
 #: Assemble a book whose segments are all rendered (``tasks.books.assemble_book``).
 BOOK_ASSEMBLE = "spool.book_assemble"
+
+#: Deliver one job's webhook (``tasks.webhooks.send_webhook``), on the webhook queue.
+WEBHOOK = "spool.webhook"

@@ -17,7 +17,7 @@ from config.celery import celery_config
 from config.settings import Settings
 
 #: Task modules the worker imports (Celery loads them once the worker boots).
-TASK_MODULES: tuple[str, ...] = ("tasks.synthesis", "tasks.books")
+TASK_MODULES: tuple[str, ...] = ("tasks.synthesis", "tasks.books", "tasks.webhooks")
 
 
 class _EnvConfig(Mapping[str, Any]):

@@ -189,6 +189,12 @@ def _load_or_exit() -> None:
         raise SystemExit(f"spool worker: cannot load the engine: {exc}") from exc
 
 
+def _needs_engine() -> bool:
+    """False for a worker that consumes only the webhook queue: it renders nothing, so loads no model."""
+    queues = set(_state["queues"])
+    return not queues or not queues <= {get_settings().webhook_queue}
+
+
 def _runs_tasks_in_main_process(pool: str) -> bool:
     return any(name in pool for name in ("solo", "threads"))
 
@@ -209,7 +215,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         _state["queues"] = list(get_settings().worker_queues)
     pool = getattr(sender, "pool_cls", "")
     _state["pool"] = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__name__}"
-    if _runs_tasks_in_main_process(_state["pool"]):
+    if _runs_tasks_in_main_process(_state["pool"]) and _needs_engine():
         _load_or_exit()
 
 
@@ -217,7 +223,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 def _on_worker_process_init(**_: Any) -> None:
     """Prefork child: load this process's engine and start its heartbeat before the first task."""
     _state["services"] = None  # the parent's connections must not be reused after fork
-    _load_or_exit()
+    if _needs_engine():
+        _load_or_exit()
     if not _runs_tasks_in_main_process(_state["pool"]):
         start_heartbeat()  # the solo pool announces itself once the consumer is ready
 

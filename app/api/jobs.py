@@ -28,6 +28,7 @@ from service.exceptions import InvalidRequestError, JobNotReadyError, RangeNotSa
 from service.logging import bind_job
 from service.retention import purge_job
 from service.states import JOB_STATES
+from service.webhooks import AllowList, check_url, notify
 
 log = logging.getLogger("spool.api.jobs")
 
@@ -62,7 +63,8 @@ def idempotency_key() -> str | None:
     responses={202: (Job, "Stored and queued (or the job of a reused Idempotency-Key).")},
     response_headers={202: ("Location",)},
     errors={
-        400: "Invalid field, malformed JSON, or malformed markup (with line and column).",
+        400: "Invalid field, malformed JSON, malformed markup (with line and column), or a webhook_url that "
+        "is not a public address.",
         404: "No such lexicon for this API key.",
         413: "Body or text too long.",
         415: "Body is not JSON.",
@@ -76,6 +78,9 @@ def create_job():  # type: ignore[no-untyped-def]
     settings = svc.settings
     spec = parse_job_request(json_body(settings.max_body_bytes), svc.catalog, settings.max_text_chars)
     spec = prepare_pronunciation(spec, current_owner(), svc.catalog)
+    if spec.webhook_url:
+        # Resolved and checked now (and again when sent): no loopback, private or link-local targets.
+        check_url(spec.webhook_url, AllowList.parse(settings.webhook_allow), timeout=settings.webhook_timeout)
     job, created = svc.submit(
         spec, owner=current_owner(), idempotency_key=idempotency_key(), request_id=g.get("request_id")
     )
@@ -154,6 +159,8 @@ def cancel_job(job_id: str):  # type: ignore[no-untyped-def]
         return Response(status=204)
     job = svc.jobs.request_cancel(job.id, current_owner())
     log.info("cancel requested; job is %s", job.state)
+    if job.is_terminal:
+        notify(svc, job)  # cancelled while queued: no worker will ever see it, so announce it here
     response = jsonify(job_payload(job))
     response.status_code = 202 if job.state == "running" else 200
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any
 
@@ -10,10 +11,15 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app import services
 from app.apidoc import build_spec, operation
+from app.auth import PUBLIC_OWNER, key_from_headers, owner_for
 from app.schemas import Health, Status, dump
 from config import defaults
 from engine.exceptions import SpoolError
 from service.keys import Keys
+from service.states import JOB_STATES
+
+#: Most of a caller's newest jobs counted by ``/status`` (a non-admin view; admins get the totals).
+MAX_STATUS_JOBS = 10_000
 
 log = logging.getLogger("spool.api.system")
 
@@ -26,19 +32,20 @@ def healthz():  # type: ignore[no-untyped-def]
     """Check that Redis answers and the storage can be reached; 503 when either fails."""
     svc = services()
     checks: dict[str, str] = {}
+    details: dict[str, str] = {}  # the log's: they name addresses and paths, which clients are not shown
     try:
         svc.redis.ping()
         checks["redis"] = "ok"
     except redis_lib.RedisError as exc:
-        checks["redis"] = f"error: {exc}"
+        checks["redis"], details["redis"] = f"error: {type(exc).__name__}", str(exc)
     try:
         svc.storage.ping()
         checks["storage"] = "ok"
     except SpoolError as exc:
-        checks["storage"] = f"error: {exc.message}"
+        checks["storage"], details["storage"] = f"error: {exc.code}", exc.message
     healthy = all(v == "ok" for v in checks.values())
     if not healthy:
-        log.warning("unhealthy: %s", checks)
+        log.warning("unhealthy: %s", details)
     body = Health(
         status="ok" if healthy else "unavailable",
         checks=checks,
@@ -75,7 +82,10 @@ def queue_depths(svc: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
 @bp.get("/status")
 @operation(tag="system", operation_id="status", public=True, responses={200: (Status, "Current status.")})
 def status():  # type: ignore[no-untyped-def]
-    """Queue depths per queue, live workers (by heartbeat), and jobs by state."""
+    """Queue depths, live workers and jobs by state; with API keys, a caller's own jobs only.
+
+    Callers with an admin key (``SPOOL_ADMIN_KEYS``) see every job and the workers' names and pids.
+    """
     svc = services()
     workers = svc.workers.live()
     queues = sorted(
@@ -85,8 +95,61 @@ def status():  # type: ignore[no-untyped-def]
     for queue in queues:
         depths[queue]["workers"] = sum(1 for w in workers if queue in w.get("queues", ()))
     unacked = svc.redis.hlen(svc.settings.broker_key_prefix + "unacked")
-    body = Status(queues=depths, in_flight=int(unacked), workers=workers, jobs=svc.jobs.count_by_state())
+    owner, admin = status_caller(svc.settings)
+    if admin:
+        jobs = svc.jobs.count_by_state()
+    else:
+        jobs = own_job_counts(svc, owner)
+        workers = [public_worker(w, svc, owner) for w in workers]
+    body = Status(queues=depths, in_flight=int(unacked), workers=workers, jobs=jobs)
     return jsonify(dump(body))
+
+
+#: Worker fields any caller may see in ``/status`` (no host names, process ids or other owners' jobs).
+PUBLIC_WORKER_FIELDS: tuple[str, ...] = (
+    "queues",
+    "pool",
+    "engine_ready",
+    "engine_load_seconds",
+    "threads",
+    "providers",
+    "jobs_done",
+)
+
+
+def status_caller(settings: Any) -> tuple[str | None, bool]:
+    """(owner, is admin) of a ``/status`` caller: with no API keys every caller is the one owner and sees all."""
+    if not settings.api_keys:
+        return PUBLIC_OWNER, True
+    key = key_from_headers(request.headers)
+    if key is None:
+        return None, False
+    owner = owner_for(key, settings.api_keys)  # a wrong key is a 401, as on /v1
+    return owner, any(hmac.compare_digest(key.encode(), admin.encode()) for admin in settings.admin_keys)
+
+
+def own_job_counts(svc: Any, owner: str | None) -> dict[str, int]:
+    """The caller's jobs by state (zeros without a key)."""
+    counts = dict.fromkeys(JOB_STATES, 0)
+    if owner is None:
+        return counts
+    ids = svc.redis.zrevrange(svc.keys.owner_jobs(owner), 0, MAX_STATUS_JOBS - 1)
+    with svc.redis.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(svc.keys.job(job_id.decode()), "state")
+        states = pipe.execute()
+    for state in states:
+        if state is not None and state.decode() in counts:
+            counts[state.decode()] += 1
+    return counts
+
+
+def public_worker(beat: dict[str, Any], svc: Any, owner: str | None) -> dict[str, Any]:
+    """A heartbeat as a non-admin caller sees it: no name, host or pid; its job only if the caller's."""
+    view = {name: beat[name] for name in PUBLIC_WORKER_FIELDS if name in beat}
+    current = beat.get("current_job")
+    view["current_job"] = current if owner and current and svc.jobs.find(current, owner) else None
+    return view
 
 
 @bp.get("/openapi.json")

@@ -86,8 +86,7 @@ def test_bound_spans_worst_cases_run_in_linear_time(text: str) -> None:
 
 
 #: Name -> text that split_text() once took superlinear time on (through bound_spans and the
-#: sentence scan). Words are kept short: one word longer than a segment is cut by hard_split,
-#: which measures the rest of the word for every piece (quadratic, and not a pattern).
+#: sentence scan). Words are kept short here: HARD_SPLIT_CASES below are the long words.
 SPLIT_CASES: dict[str, str] = {
     "spaced_thousands": "1" + " 000" * (N_SPLIT // 4 - 2) + " 0001",
     "open_brackets": ("[" * 49 + " ") * (N_SPLIT // 50),
@@ -97,6 +96,56 @@ SPLIT_CASES: dict[str, str] = {
 @pytest.mark.parametrize("text", SPLIT_CASES.values(), ids=SPLIT_CASES.keys())
 def test_split_text_worst_cases_run_in_linear_time(text: str) -> None:
     assert _elapsed(lambda: split_text(text)) < LIMIT_S
+
+
+#: Name -> one word of N characters that hard_split cuts into pieces. It used to measure the whole
+#: rest of the word for every piece (quadratic: 1.5 s at 12,000 letters, 17.7 s at 12,000 digits,
+#: so about 26 s and 5 min at 50,000). Now 0.2-0.6 s each at 50,000, most of it the planning that
+#: every split_text call does (about 10 µs a character), so these get a limit of their own.
+HARD_SPLIT_CASES: dict[str, str] = {
+    "letters": "a" * N,
+    "digits": "1" * N,
+    "joints": "ab-" * (N // 3),
+    "dotted_letters": "a." * (N // 2),
+    "url": "https://" + "ab/cd." * (N // 6),
+    "marks": "a\u0301" * (N // 2),
+    "one_letter_then_marks": "a" + "\u0301" * (N - 1),
+    "silent_tail": "a" * (N // 2) + "\u200d" * (N // 2),
+    "symbols_and_digits": "€1" * (N // 2),
+}
+
+
+#: Seconds one huge word may take: ten times the unloaded time, a tenth of the quadratic one.
+HARD_SPLIT_LIMIT_S = 5.0
+
+
+@pytest.mark.parametrize("word", HARD_SPLIT_CASES.values(), ids=HARD_SPLIT_CASES.keys())
+def test_one_huge_word_is_cut_in_linear_time(word: str) -> None:
+    result: dict[str, list[segment.Segment]] = {}
+    assert _elapsed(lambda: result.update(pieces=split_text(word))) < HARD_SPLIT_LIMIT_S
+    # Still the coverage invariant: the pieces tile the word in order, each speaks, each fits.
+    pieces = result["pieces"]
+    assert "".join(seg.text for seg in pieces) == word
+    assert all(seg.spoken for seg in pieces) or len(pieces) == 1
+    assert all(segment.estimate_phonemes(seg.spoken) <= segment.DEFAULT_MAX_PHONEMES for seg in pieces[1:])
+
+
+@pytest.mark.parametrize("unit", ["a", "1", "ab-"])
+def test_huge_word_time_grows_linearly(unit: str) -> None:
+    # Four times the word, about four times the time (a quadratic cut would take sixteen): measured
+    # side by side, so a busy machine slows both alike.
+    def best_of_two(text: str) -> float:
+        times = []
+        for _ in range(2):
+            segment._spoken.cache_clear()
+            start = time.perf_counter()
+            split_text(text)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    small = best_of_two(unit * (N // 4 // len(unit)))
+    large = best_of_two(unit * (N // len(unit)))
+    assert large / small < 8, (small, large)
 
 
 def test_huge_voice_spec_is_refused_at_once() -> None:
