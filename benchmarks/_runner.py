@@ -217,6 +217,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=1, help="render the texts this many times in this process")
     p.add_argument("--encode", default=None, help="spool: also encode the audio (wav, mp3, ...), timed")
     p.add_argument("--save-wav", default=None, help="write the first render's audio here")
+    p.add_argument("--ready-file", default=None, help="create this file once loaded (for a start barrier)")
+    p.add_argument("--go-file", default=None, help="once loaded, wait until this file exists, then render")
     args = p.parse_args()
 
     texts = [Path(f).read_text(encoding="utf-8") for f in args.text_file]
@@ -234,6 +236,13 @@ def main() -> None:
         "vmrss_after_load_mb": proc_status_mb("VmRSS"),
         "vmhwm_after_load_mb": proc_status_mb("VmHWM"),
     }
+    if args.ready_file:
+        Path(args.ready_file).touch()
+    if args.go_file:  # several children released together: poll for the parent's go signal
+        deadline = time.monotonic() + 3600
+        while not Path(args.go_file).exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    out["t_start"] = time.time()  # epoch seconds, comparable between children
     runs = []
     for r in range(args.repeat):
         wav = args.save_wav if (r == 0 and len(texts) == 1) else None
@@ -254,6 +263,7 @@ def main() -> None:
         if len(texts) > 1:
             run["texts"] = per_text
         runs.append(run)
+    out["t_end"] = time.time()
     out.update(runs[0])
     out["runs"] = runs
     out["vmhwm_mb"] = proc_status_mb("VmHWM")  # this process's own peak resident set

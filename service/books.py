@@ -43,6 +43,18 @@ log = logging.getLogger("spool.books")
 #: Segments per render task: small, so work spreads evenly over workers and a crash loses little.
 BATCH_SIZE = 4
 
+#: The last this many segments of a book are queued one per task, so at the end of a book no
+#: worker sits idle while another still has a whole batch to render (benchmarks/book_tail.py).
+TAIL_SEGMENTS = 8
+
+
+def batch_spans(count: int, size: int = BATCH_SIZE, tail: int = TAIL_SEGMENTS) -> list[list[int]]:
+    """[first, end) segment ranges covering ``count`` segments in order: ``size`` each, the last ``tail`` alone."""
+    bulk = max(0, count - tail)
+    spans = [[i, min(i + size, bulk)] for i in range(0, bulk, size)]
+    return spans + [[i, i + 1] for i in range(bulk, count)]
+
+
 #: Seconds the assembly lock is held before another worker may take over a crashed assembly.
 ASSEMBLY_LOCK_SECONDS = 900
 
@@ -154,7 +166,7 @@ def plan_book(
                 "count": len(pieces),
             }
         )
-    batches = [[i, min(i + BATCH_SIZE, len(segments))] for i in range(0, len(segments), BATCH_SIZE)]
+    batches = batch_spans(len(segments))
     return {
         "chapters": planned_chapters,
         "segments": segments,

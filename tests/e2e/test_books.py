@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import os
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,12 @@ def test_two_workers_sharing_only_redis_and_s3_render_one_book(
     for home in homes:
         home.mkdir()
         workers.append(worker_pool.start(queues=("spread",), cwd=home))
+    # Text no other test renders (headings included): checkpoints are content-keyed and shared, and
+    # every segment must be rendered here for the counts below to mean anything.
+    tag = uuid.uuid4().int % 90_000 + 10_000
     text = "\n\n".join(
-        f"Chapter {n}\n\n" + " ".join(f"Line {k} of part {n} is spoken here." for k in range(1, 5))
+        f"Chapter {n}: Spread {tag}\n\n"
+        + " ".join(f"Line {k} of part {n} of book {tag} is spoken here." for k in range(1, 5))
         for n in (1, 2, 3)
     )
     path = tmp_path / "spread.txt"
