@@ -158,3 +158,17 @@ class FeatureUnavailableError(ServiceError):
 
     code = "feature_unavailable"
     http_status = 501
+
+
+class AttemptsExhaustedError(ServiceError):
+    """A job or book batch was started ``SPOOL_MAX_ATTEMPTS`` times without finishing (its worker died each time)."""
+
+    code = "attempts_exhausted"
+    http_status = 500
+
+
+class BatchFailedError(ServiceError):
+    """A book's render batch kept failing (storage or engine error) after every retry."""
+
+    code = "batch_failed"
+    http_status = 500

@@ -121,6 +121,13 @@ redis.call('PUBLISH', KEYS[5], ARGV[4])
 return 1
 """
 
+# KEYS: job. ARGV: time. Records that the job's task was sent (only while the job exists).
+_MARK_ENQUEUED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'enqueued_at', ARGV[1])
+return 1
+"""
+
 
 def iso_time(timestamp: float | None) -> str | None:
     """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
@@ -186,6 +193,7 @@ class Job(HashRecord):
     cancel_requested: bool = False
     attempts: int = 0
     worker: str | None = None
+    enqueued_at: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -254,6 +262,7 @@ class JobStore:
         self._progress = redis.register_script(_PROGRESS)
         self._flag_cancel = redis.register_script(_FLAG_CANCEL)
         self._requeue = redis.register_script(_REQUEUE)
+        self._mark_enqueued = redis.register_script(_MARK_ENQUEUED)
 
     # Creation and lookup -----------------------------------------------------------------------
     def create(
@@ -506,10 +515,18 @@ class JobStore:
         )
         return bool(moved)
 
+    def mark_enqueued(self, job_id: str) -> None:
+        """Record that the job's task is on the broker now (the sweep's grace counts from here)."""
+        self._mark_enqueued(keys=[self.keys.job(job_id)], args=[repr(time.time())])
+
     def running_jobs(self) -> list[Job]:
         """Every job now in the running state."""
-        ids = [m.decode() for m in self.redis.zrange(self.keys.jobs_in_state("running"), 0, -1)]
-        return [job for job in (self.find(i) for i in ids) if job is not None and job.state == "running"]
+        return self.jobs_in("running")
+
+    def jobs_in(self, state: str) -> list[Job]:
+        """Every job now in ``state`` (read from the state's index, checked against each hash)."""
+        ids = [m.decode() for m in self.redis.zrange(self.keys.jobs_in_state(state), 0, -1)]
+        return [job for job in (self.find(i) for i in ids) if job is not None and job.state == state]
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a job: a queued one at once (it will never run), a running one after its current segment."""

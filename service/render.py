@@ -25,6 +25,7 @@ from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError
 from service.jobs import iso_time
 from service.logging import log_context
+from service.reconnect import with_reconnect
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -116,6 +117,12 @@ def run_synthesis(
                 # A second delivery of a job whose worker is alive and rendering it: leave it be.
                 log.info("job is running on live worker %s; skipping this duplicate delivery", job.worker)
                 return None
+        if job.attempts >= svc.settings.max_attempts:
+            # A stale redelivery of a job that already used up its attempts (its worker died each time).
+            from service.recovery import fail_exhausted
+
+            fail_exhausted(svc, job)
+            return None
         started = svc.jobs.start(job_id, worker=worker_name)
         if started is None:
             log.info("job could not start (now %s)", svc.jobs.get(job_id).state)
@@ -163,7 +170,7 @@ def run_synthesis(
                 exc,
             )
             key = None
-        final = svc.jobs.find(job_id)
+        final = with_reconnect(svc.settings.redis_retry_window, svc.jobs.find, job_id)
         if final is not None and final.is_terminal:
             fire_webhook(final, svc.settings.webhook_timeout)
         return key
@@ -172,7 +179,7 @@ def run_synthesis(
 def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception | None = None) -> None:
     """Mark the job failed and end its chunk stream with the error."""
     log.warning("failed: %s: %s", code, message)
-    svc.jobs.fail(job_id, code, message)
+    with_reconnect(svc.settings.redis_retry_window, svc.jobs.fail, job_id, code, message)
     try:
         svc.streams.fail(job_id, error if isinstance(error, SpoolError) else SpoolError(message))
     except Exception:
@@ -182,13 +189,14 @@ def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception 
 def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> str | None:
     """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
     jobs = svc.jobs
+    window = svc.settings.redis_retry_window  # every job-store write below rides out a Redis restart
     # Split once, in the voice's language (as the stream would), so the total is the real count.
     voice = engine.check(job.voice, job.speed, job.language)
     segments = engine.segments(job.text, voice.lang)
     total = len(segments)
-    jobs.progress(job.id, 0, total, 0.0)
-    svc.streams.reset(job.id)
-    if jobs.is_cancel_requested(job.id):
+    with_reconnect(window, jobs.progress, job.id, 0, total, 0.0)
+    with_reconnect(window, svc.streams.reset, job.id)
+    if with_reconnect(window, jobs.is_cancel_requested, job.id):
         raise _Cancelled
     pieces: list[np.ndarray] = []
     sample_rate = voice.sample_rate
@@ -199,12 +207,12 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     ):
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate
-        svc.streams.publish(job.id, chunk)
+        with_reconnect(window, svc.streams.publish, job.id, chunk)
         done += 1
         audio_seconds += chunk.duration
-        jobs.progress(job.id, done, max(total, done), audio_seconds)
+        with_reconnect(window, jobs.progress, job.id, done, max(total, done), audio_seconds)
         # Checked after every segment, so a cancel stops the job before the next one is rendered.
-        if jobs.is_cancel_requested(job.id):
+        if with_reconnect(window, jobs.is_cancel_requested, job.id):
             raise _Cancelled
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     data = encode_audio(samples, sample_rate, job.format)
@@ -223,8 +231,10 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
         "size": len(data),
         "key": key,
     }
-    svc.streams.finish(job.id, svc.storage, totals)
-    succeeded = jobs.succeed(
+    with_reconnect(window, svc.streams.finish, job.id, svc.storage, totals)
+    succeeded = with_reconnect(
+        window,
+        jobs.succeed,
         job.id,
         {
             "result_key": key,
@@ -240,7 +250,7 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
         # Cancelled (or expired) between the last segment and now: the upload stays, the state wins.
         log.info("finished rendering but the job is now %s", jobs.get(job.id).state)
         return None
-    jobs.record_render(job.queue, job.text_chars, render_seconds)
+    with_reconnect(window, jobs.record_render, job.queue, job.text_chars, render_seconds)
     log.info(
         "succeeded: %d segments, %.2f s of audio in %.2f s (%.1fx real time), %d bytes",
         done,

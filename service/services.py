@@ -146,6 +146,11 @@ class Services:
             kind=kind,
         )
         if not created:
+            if job.state == "queued" and job.enqueued_at is None:
+                # Stored by an earlier request that never got to queue it (a crash in between): the
+                # client's retry with the same Idempotency-Key queues it now.
+                log.warning("job %s was stored but never queued; queuing it on this retry", job.id)
+                self.enqueue(job, request_id)
             return job, False
         try:
             self.enqueue(job, request_id)
@@ -169,6 +174,7 @@ class Services:
             task_id=job.id,
             headers={"spool_request_id": request_id or "-"},
         )
+        self.jobs.mark_enqueued(job.id)
 
     def close(self) -> None:
         """Release connections (tests, CLI)."""

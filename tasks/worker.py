@@ -19,7 +19,7 @@ from celery import signals
 
 from config.settings import Settings
 from service.logging import configure_logging
-from service.recovery import recover_books, recover_jobs
+from service.recovery import reconcile, recover_books, recover_jobs
 from service.services import Services
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ _state: dict[str, Any] = {
     "pool": "",
     "heartbeat": None,
     "current_job": None,
+    "current_batch": None,
     "jobs_done": 0,
     "engine_seconds": None,
 }
@@ -107,6 +108,11 @@ def set_current_job(job_id: str | None) -> None:
         _state["jobs_done"] += 1
 
 
+def set_current_batch(book_id: str | None, batch: int | None = None) -> None:
+    """Record the book batch this process is rendering (shown in heartbeats; the sweep leaves it be)."""
+    _state["current_batch"] = None if book_id is None else f"{book_id}:{batch}"
+
+
 def _heartbeat_record() -> dict[str, Any]:
     settings = get_settings()
     return {
@@ -119,15 +125,17 @@ def _heartbeat_record() -> dict[str, Any]:
         "threads": settings.engine_threads or None,
         "providers": list(settings.providers),
         "current_job": _state["current_job"],
+        "current_batch": _state["current_batch"],
         "jobs_done": _state["jobs_done"],
     }
 
 
 def recover(svc: Services) -> None:
-    """Send again the jobs and book batches of workers that stopped beating."""
+    """Send again the jobs and book batches of workers that stopped beating, or that nothing carries."""
     recover_jobs(svc)
     live = {w["name"] for w in svc.workers.live()} | {worker_name()}
     recover_books(svc.books, live, get_settings().heartbeat_interval)
+    reconcile(svc, holder=worker_name())
 
 
 class Heartbeat(threading.Thread):
