@@ -1,4 +1,9 @@
-"""System routes: ``/healthz``, ``/status`` and ``/openapi.json`` (no API key needed)."""
+"""System routes: ``/healthz``, ``/readyz``, ``/status`` and ``/openapi.json`` (no API key needed).
+
+``/healthz`` is liveness (the web process answers, Redis and the storage can be reached); ``/readyz`` is
+readiness: green only once at least one worker's heartbeat says its engine is loaded, so a job sent then
+starts without waiting for a model load.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from app import services
 from app.apidoc import build_spec, operation
-from app.schemas import Health, Status, dump
+from app.schemas import Health, Readiness, Status, dump
 from config import defaults
 from engine.exceptions import SpoolError
 from service.keys import Keys
@@ -21,7 +26,12 @@ bp = Blueprint("system", __name__)
 
 
 @bp.get("/healthz")
-@operation(tag="system", operation_id="health", public=True, responses={200: (Health, "Healthy."), 503: (Health, "Unhealthy.")})
+@operation(
+    tag="system",
+    operation_id="health",
+    public=True,
+    responses={200: (Health, "Healthy."), 503: (Health, "Unhealthy.")},
+)
 def healthz():  # type: ignore[no-untyped-def]
     """Check that Redis answers and the storage can be reached; 503 when either fails."""
     svc = services()
@@ -46,6 +56,35 @@ def healthz():  # type: ignore[no-untyped-def]
     )
     response = jsonify(dump(body))
     response.status_code = 200 if healthy else 503
+    return response
+
+
+def ready_workers(workers: list[dict[str, Any]]) -> list[str]:
+    """Names of the live workers whose engine is loaded (their heartbeat says so)."""
+    return [w["name"] for w in workers if w.get("engine_ready")]
+
+
+@bp.get("/readyz")
+@operation(
+    tag="system",
+    operation_id="ready",
+    public=True,
+    responses={200: (Readiness, "A worker has its engine loaded."), 503: (Readiness, "Not ready yet.")},
+)
+def readyz():  # type: ignore[no-untyped-def]
+    """Readiness: 200 once at least one live worker has its engine loaded, else 503."""
+    svc = services()
+    try:
+        names = ready_workers(svc.workers.live())
+        message = (
+            f"{len(names)} worker(s) ready"
+            if names
+            else "No worker has its engine loaded yet: workers are starting, or none is running."
+        )
+    except redis_lib.RedisError as exc:
+        names, message = [], f"Redis is unreachable ({exc}): no worker state can be read."
+    response = jsonify(dump(Readiness(ready=bool(names), workers_ready=names, message=message)))
+    response.status_code = 200 if names else 503
     return response
 
 
@@ -85,7 +124,13 @@ def status():  # type: ignore[no-untyped-def]
     for queue in queues:
         depths[queue]["workers"] = sum(1 for w in workers if queue in w.get("queues", ()))
     unacked = svc.redis.hlen(svc.settings.broker_key_prefix + "unacked")
-    body = Status(queues=depths, in_flight=int(unacked), workers=workers, jobs=svc.jobs.count_by_state())
+    body = Status(
+        ready=bool(ready_workers(workers)),
+        queues=depths,
+        in_flight=int(unacked),
+        workers=workers,
+        jobs=svc.jobs.count_by_state(),
+    )
     return jsonify(dump(body))
 
 
