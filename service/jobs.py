@@ -515,6 +515,13 @@ class JobStore:
         )
         return bool(moved)
 
+    def hand_back(self, job: Job, worker: str) -> bool:
+        """Put a job its worker is stopping for back in the queue, not counting the attempt; True if it was."""
+        if not self.requeue_orphan(job, worker):
+            return False
+        self.redis.hincrby(self.keys.job(job.id), "attempts", -1)
+        return True
+
     def mark_enqueued(self, job_id: str) -> None:
         """Record that the job's task is on the broker now (the sweep's grace counts from here)."""
         self._mark_enqueued(keys=[self.keys.job(job_id)], args=[repr(time.time())])

@@ -160,6 +160,12 @@ class Keys:
             raise InvalidKeyError(f"Invalid worker name {name!r}.")
         return self._k("worker", name)
 
+    def worker_stopping(self, node: str) -> str:
+        """Flag set while a worker node shuts down: its processes hand their jobs back after a segment."""
+        if not isinstance(node, str) or not WORKER_RE.match(node):
+            raise InvalidKeyError(f"Invalid worker node name {node!r}.")
+        return self._k("stopping", node)
+
     def workers(self) -> str:
         """Sorted set of worker names scored by the time their heartbeat expires."""
         return self._k("workers")

@@ -42,6 +42,10 @@ class _Cancelled(Exception):
     """Raised inside the render loop when the owner cancelled the job."""
 
 
+class _HandBack(Exception):
+    """Raised inside the render loop when the worker is shutting down: the job goes back to the queue."""
+
+
 def webhook_payload(job: Job) -> dict[str, Any]:
     """What a webhook receives: the job's id, state, timings, error or result (no text)."""
     body: dict[str, Any] = {
@@ -101,8 +105,13 @@ def run_synthesis(
     engine_factory: Callable[[], Engine],
     *,
     worker_name: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Render one job end to end; return the storage key of its audio, or None if it did not succeed."""
+    """Render one job end to end; return the storage key of its audio, or None if it did not succeed.
+
+    ``should_stop`` is asked after every segment: True (the worker is shutting down) hands the job
+    back to the queue, where another worker (or this one, restarted) renders it.
+    """
     job = svc.jobs.find(job_id)
     if job is None:
         log.warning("job %s not found (expired?); nothing to do", job_id)
@@ -138,7 +147,13 @@ def run_synthesis(
         )
         render_started = time.perf_counter()
         try:
-            key = _render(svc, job, engine_factory(), render_started)
+            key = _render(svc, job, engine_factory(), render_started, should_stop)
+        except _HandBack:
+            rendered = svc.jobs.get(job_id).segments_done
+            if svc.jobs.hand_back(job, worker_name or ""):
+                svc.enqueue(job, job.request_id)
+                log.info("worker shutting down: job handed back to the queue after %d segment(s)", rendered)
+            key = None
         except _Cancelled:
             # Only a cancel request ends the job as cancelled; a job taken back meanwhile (requeued,
             # expired) is simply left to its new state.
@@ -186,7 +201,13 @@ def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception 
         log.exception("could not end the chunk stream")
 
 
-def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> str | None:
+def _render(
+    svc: Services,
+    job: Job,
+    engine: Engine,
+    render_started: float,
+    should_stop: Callable[[], bool] | None = None,
+) -> str | None:
     """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
     jobs = svc.jobs
     window = svc.settings.redis_retry_window  # every job-store write below rides out a Redis restart
@@ -214,6 +235,8 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
         # Checked after every segment, so a cancel stops the job before the next one is rendered.
         if with_reconnect(window, jobs.is_cancel_requested, job.id):
             raise _Cancelled
+        if should_stop is not None and done < total and should_stop():
+            raise _HandBack
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     data = encode_audio(samples, sample_rate, job.format)
     fmt = AUDIO_FORMATS[job.format]

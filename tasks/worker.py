@@ -39,6 +39,7 @@ _state: dict[str, Any] = {
     "heartbeat": None,
     "current_job": None,
     "current_batch": None,
+    "stopping": False,
     "jobs_done": 0,
     "engine_seconds": None,
 }
@@ -111,6 +112,24 @@ def set_current_job(job_id: str | None) -> None:
 def set_current_batch(book_id: str | None, batch: int | None = None) -> None:
     """Record the book batch this process is rendering (shown in heartbeats; the sweep leaves it be)."""
     _state["current_batch"] = None if book_id is None else f"{book_id}:{batch}"
+
+
+def stop_requested() -> bool:
+    """True once this worker began a warm shutdown: a job in hand goes back to the queue after its segment.
+
+    The solo pool runs tasks in the process that got the signal (a local flag); a prefork pool's processes
+    learn it from the flag the main process sets in Redis.
+    """
+    if _state["stopping"]:
+        return True
+    node = _state["hostname"]
+    if not node or _runs_tasks_in_main_process(_state["pool"]):
+        return False
+    try:
+        svc = get_services()
+        return bool(svc.redis.exists(svc.keys.worker_stopping(node)))
+    except Exception:  # asking must never break a render
+        return False
 
 
 def _heartbeat_record() -> dict[str, Any]:
@@ -215,8 +234,27 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         _state["queues"] = list(get_settings().worker_queues)
     pool = getattr(sender, "pool_cls", "")
     _state["pool"] = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__name__}"
+    if _state["hostname"]:
+        try:  # a node restarted under the same name must not see its last shutdown's flag
+            svc = get_services()
+            svc.redis.delete(svc.keys.worker_stopping(_state["hostname"]))
+        except Exception:
+            log.debug("could not clear the shutdown flag", exc_info=True)
     if _runs_tasks_in_main_process(_state["pool"]):
         _load_or_exit()
+
+
+@signals.worker_shutting_down.connect
+def _on_worker_shutting_down(sender: Any = None, how: str = "", **_: Any) -> None:
+    """Warm shutdown began: tell this node's processes to hand their jobs back after the current segment."""
+    _state["stopping"] = True
+    if _runs_tasks_in_main_process(_state["pool"]) or not sender:
+        return
+    try:
+        svc = get_services()
+        svc.redis.set(svc.keys.worker_stopping(str(sender)), how or "1", ex=3600)
+    except Exception:
+        log.warning("could not flag the shutdown for the pool processes", exc_info=True)
 
 
 @signals.worker_process_init.connect
