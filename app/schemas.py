@@ -111,7 +111,7 @@ class SpeechRequest(BaseModel):
         defaults.VOICE,
         description="A Spool voice or blend, or an OpenAI name ("
         + ", ".join(f"{k} = {v}" for k, v in OPENAI_VOICES.items())
-        + '); a string or {"id": ...}.',
+        + "); a string or {\"id\": ...}.",
     )
     instructions: str | None = Field(
         None, max_length=MAX_INSTRUCTIONS_CHARS, description=f"Accepted and {INSTRUCTIONS_NOTE}."
@@ -129,9 +129,7 @@ class SpeechRequest(BaseModel):
         description="audio: the file's bytes as they render; sse: speech.audio.delta events (base64 audio), "
         "then speech.audio.done with usage (input_tokens = input characters, output_tokens = audio chunks).",
     )
-    language: str | None = Field(
-        None, description="Spool extension: language code; null uses the voice's own."
-    )
+    language: str | None = Field(None, description="Spool extension: language code; null uses the voice's own.")
     stream: bool = Field(
         True,
         description="Spool extension: false waits for the whole file (with Content-Length and "

@@ -269,9 +269,9 @@ class Supervisor:
 
     def run(self, poll: float = 0.2) -> int:
         """Supervise until a signal; 0 after a clean stop, 1 when a child keeps dying."""
-        for child in self.children:
-            child.launch()
         try:
+            for child in self.children:
+                child.launch()
             while not self.stopping:
                 for child in self.children:
                     if child.alive() or self.stopping:

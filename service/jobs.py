@@ -129,6 +129,25 @@ return 1
 """
 
 
+#: Hash fields :meth:`JobStore.jobs_in` reads: what recovery needs to judge and requeue a job.
+_SCAN_FIELDS = (
+    "id",
+    "state",
+    "owner",
+    "queue",
+    "priority",
+    "kind",
+    "request_id",
+    "created_at",
+    "started_at",
+    "enqueued_at",
+    "worker",
+    "attempts",
+    "segments_done",
+    "segments_total",
+)
+
+
 def iso_time(timestamp: float | None) -> str | None:
     """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
     if timestamp is None:
@@ -531,9 +550,21 @@ class JobStore:
         return self.jobs_in("running")
 
     def jobs_in(self, state: str) -> list[Job]:
-        """Every job now in ``state`` (read from the state's index, checked against each hash)."""
+        """Every job now in ``state``, read without its text (recovery scans these often; texts are large).
+
+        The records carry every field but ``text``, ``webhook_url`` and the result; :meth:`get` has all.
+        """
         ids = [m.decode() for m in self.redis.zrange(self.keys.jobs_in_state(state), 0, -1)]
-        return [job for job in (self.find(i) for i in ids) if job is not None and job.state == state]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), _SCAN_FIELDS)
+            rows = pipe.execute()
+        jobs = []
+        for values in rows:
+            raw = {name: value for name, value in zip(_SCAN_FIELDS, values, strict=True) if value is not None}
+            if raw.get("id") and raw.get("state") == state.encode():
+                jobs.append(Job.from_hash(raw))
+        return jobs
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a job: a queued one at once (it will never run), a running one after its current segment."""

@@ -26,12 +26,7 @@ bp = Blueprint("system", __name__)
 
 
 @bp.get("/healthz")
-@operation(
-    tag="system",
-    operation_id="health",
-    public=True,
-    responses={200: (Health, "Healthy."), 503: (Health, "Unhealthy.")},
-)
+@operation(tag="system", operation_id="health", public=True, responses={200: (Health, "Healthy."), 503: (Health, "Unhealthy.")})
 def healthz():  # type: ignore[no-untyped-def]
     """Check that Redis answers and the storage can be reached; 503 when either fails."""
     svc = services()

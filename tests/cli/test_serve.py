@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
+from cli.main import main
 from tests.fixtures.durability import PrivateRedis
 from tests.fixtures.service import REPO_ROOT, free_port, wait_until
 
@@ -167,6 +168,7 @@ def test_serve_is_ready_only_with_a_warm_engine_restarts_a_killed_redis_and_stop
         lambda: (r := http(f"{url}/readyz"))[0] == 200 and r, 240, interval=0.2, what="/readyz"
     )
     assert ready["ready"] and ready["workers_ready"], ready
+    assert main(["ready", "--url", url, "--timeout", "30", "-q"]) == 0
     status_body = http(f"{url}/status")[1]
     assert status_body["ready"] is True
     warm = {w["name"] for w in status_body["workers"] if w["engine_ready"] and w["engine_load_seconds"]}
@@ -227,7 +229,9 @@ def test_serve_is_ready_only_with_a_warm_engine_restarts_a_killed_redis_and_stop
         reread.stop()
 
 
-def test_serve_started_in_the_background_stops_on_sigint(tmp_path: Path, assets_path: Path) -> None:
+def test_serve_started_in_the_background_stops_on_sigint(
+    tmp_path: Path, assets_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A non-interactive shell starts a background job with SIGINT ignored (what scripts/start.sh does).
     port = free_port()
     script = (
@@ -244,6 +248,8 @@ def test_serve_started_in_the_background_stops_on_sigint(tmp_path: Path, assets_
         wait_until(lambda: http(f"http://127.0.0.1:{port}/healthz")[0] == 200, 120, interval=0.2,
                    what="/healthz")
         assert http(f"http://127.0.0.1:{port}/readyz")[0] == 503  # no worker: alive, not ready
+        assert main(["ready", "--url", f"http://127.0.0.1:{port}", "--timeout", "1"]) == 1
+        assert "not ready after 1 s" in capsys.readouterr().err
         tree = descendants(pid)
         os.kill(pid, signal.SIGINT)
         out, _ = shell.communicate(timeout=60)
