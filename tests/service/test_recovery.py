@@ -146,3 +146,28 @@ def test_a_book_batch_whose_storage_write_fails_is_retried_then_fails_the_book_c
     attempts = svc.redis.hgetall(svc.keys.book_batch_attempts(book_id))
     assert int(attempts[b"0"]) == 3  # started three times: retried, then given up
     assert pool.first.alive()
+
+
+def test_a_book_plan_or_batch_no_message_carries_is_sent_again_by_the_sweep(
+    quiet: Services, tmp_path: Path
+) -> None:
+    svc = quiet
+    source = tmp_path / "tiny.txt"
+    source.write_text("# One\n\nA chapter whose messages were lost.\n", encoding="utf-8")
+    book_id = svc.books.create(load_book(source), BookSpec(), "t", source_name="tiny.txt")
+    queue = svc.settings.queue
+    lists = [f"{svc.settings.broker_key_prefix}{queue}{s}" for s in ("", "\x06\x163", "\x06\x166")]
+    assert book_id in broker_snapshot(svc, {queue}).plans
+    assert reconcile(svc, locked=False).plans == []  # carried: nothing to do
+    svc.redis.delete(*lists)  # the plan message is lost (say, with Redis' last second of writes)
+    assert reconcile(svc, locked=False).plans == [book_id]
+    assert book_id in broker_snapshot(svc, {queue}).plans
+    # Planned, with a batch marked queued whose message is gone.
+    svc.redis.delete(*lists)
+    svc.redis.hset(svc.keys.book(book_id), mapping={"planned_at": "1", "segments_total": "1"})
+    svc.redis.hset(svc.keys.book_batches(book_id), "0", "queued")
+    found = reconcile(svc, locked=False)
+    assert [(b, n) for b, n, _ in found.batches] == [(book_id, 0)]
+    assert (book_id, 0) in broker_snapshot(svc, {queue}).batches
+    assert reconcile(svc, locked=False).batches == []  # now carried
+    svc.books.cancel(book_id)
