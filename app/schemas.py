@@ -306,9 +306,18 @@ class Health(BaseModel):
     storage: str | None
 
 
-class Status(BaseModel):
-    """Queue depths, live workers and jobs by state."""
+class Readiness(BaseModel):
+    """Whether a worker with a loaded engine is there to take a job now."""
 
+    ready: bool
+    workers_ready: list[str]
+    message: str
+
+
+class Status(BaseModel):
+    """Readiness, queue depths, live workers and jobs by state."""
+
+    ready: bool
     queues: dict[str, dict[str, Any]]
     in_flight: int
     workers: list[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""Service commands: ``spool serve``, ``spool worker``, ``spool submit`` and ``spool status``.
+"""Service commands: ``spool serve``, ``spool worker``, ``spool ready``, ``spool submit`` and ``spool status``.
 
 ``serve`` runs the whole system on one machine (a private Redis if none answers,
 the web app, and Celery workers); ``worker`` runs one worker; ``submit`` and
@@ -20,6 +20,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,26 @@ POLL_INTERVAL = 0.5
 #: Seconds ``spool serve`` waits for its private Redis to answer.
 REDIS_START_TIMEOUT = 10.0
 
-#: Seconds children get to exit after Ctrl-C before they are killed.
+#: Seconds the web server gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 20.0
+
+#: Seconds the workers get by default to finish their current task (Celery warm shutdown) before they
+#: are killed; a killed worker's job is handed back to the queue by recovery.
+WORKER_STOP_TIMEOUT = 120.0
+
+#: Seconds the private Redis gets to write its append-only file and exit.
+REDIS_STOP_TIMEOUT = 30.0
+
+#: First restart delay of a child that died, in seconds; it doubles up to RESTART_BACKOFF_MAX.
+RESTART_BACKOFF = 0.5
+RESTART_BACKOFF_MAX = 30.0
+
+#: Restarts in a row (each one within RESTART_RESET seconds of its start) before ``spool serve`` gives up.
+MAX_RESTARTS = 5
+RESTART_RESET = 60.0
+
+#: prctl option: the signal a child gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 class ClientError(SpoolError):
@@ -66,8 +86,36 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on a free loopback port without persistence; return it and its URL."""
+def redis_command(binary: str, directory: Path, port: int, maxmemory: str = defaults.REDIS_MAXMEMORY) -> list[str]:
+    """The private Redis' command line: loopback only, persisted with AOF (fsync every second) in ``directory``."""
+    return [
+        binary,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(directory),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        # Bounded, and full means refused writes (the API answers 503): job state is never evicted.
+        "--maxmemory",
+        maxmemory,
+        "--maxmemory-policy",
+        "noeviction",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
+
+
+def start_private_redis(
+    var_dir: Path, port: int | None = None, maxmemory: str = defaults.REDIS_MAXMEMORY
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on a loopback port (a free one unless given), persisted with AOF in
+    ``var_dir/redis``; return it and its URL. Started again with the same port and directory after a
+    crash, it reloads every job, queue and book from its append-only file."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ClientError(
@@ -76,32 +124,20 @@ def start_private_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         )
     directory = var_dir / "redis"
     directory.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     process = subprocess.Popen(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            *("--maxmemory", os.environ.get("SPOOL_REDIS_MAXMEMORY", defaults.REDIS_MAXMEMORY), "--maxmemory-policy", "noeviction"),
-            "--dir",
-            str(directory),
-            "--logfile",
-            str(directory / "redis.log"),
-        ],
+        redis_command(binary, directory, port, maxmemory),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + REDIS_START_TIMEOUT
     while not _redis_reachable(url):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
+            process.wait()
             raise ClientError(f"redis-server did not start; see {directory / 'redis.log'}.")
         time.sleep(0.05)
     return process, url
@@ -159,19 +195,149 @@ def web_command(host: str, port: int, web_workers: int, dev: bool) -> list[str]:
     ]
 
 
-def _stop_all(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """Ask every child to stop (web first, Redis last), then kill the ones that do not."""
-    for _, process in children:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    for name, process in children:
+def _die_with_parent() -> None:
+    """In a child of ``spool serve``: be sent SIGTERM if the supervisor itself dies (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
         try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+
+
+@dataclass
+class Child:
+    """One process ``spool serve`` supervises: how to start it, and its restarts."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes]]
+    stop_timeout: float
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+    def launch(self) -> None:
+        """Start (or start again) the process."""
+        self.process = self.start()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, wait ``stop_timeout``, then SIGKILL; always reaps the process."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
-            print(f"spool: {name} did not stop in time; killing it", file=sys.stderr)
-            process.kill()
-            process.wait()
+            print(f"spool: {self.name} did not stop in {self.stop_timeout:g} s; killing it", file=sys.stderr)
+            self.process.kill()
+            self.process.wait()
+        self.kill_group()
+
+    def kill_group(self) -> None:
+        """SIGKILL whatever is left in the child's own process group (its pool processes, if any)."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Supervisor:
+    """Runs the children of ``spool serve``, restarts one that dies, and stops them all in order."""
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children  # start order: Redis first; stopped in reverse order (web first)
+        self.stopping = False
+        self.signal_name = ""
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.stopping = True
+        self.signal_name = signal.Signals(signum).name
+
+    def install_signals(self) -> None:
+        """SIGTERM and SIGINT both stop in order, foreground or background.
+
+        A job started with ``&`` by a non-interactive shell begins with SIGINT ignored, so the handler
+        is set explicitly for both (SIGHUP too: a closed terminal stops Spool cleanly).
+        """
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    def run(self, poll: float = 0.2) -> int:
+        """Supervise until a signal; 0 after a clean stop, 1 when a child keeps dying."""
+        try:
+            for child in self.children:
+                child.launch()
+            while not self.stopping:
+                for child in self.children:
+                    if child.alive() or self.stopping:
+                        continue
+                    if not self._schedule_restart(child):
+                        return 1
+                time.sleep(poll)
+            print(f"spool: {self.signal_name}: stopping", file=sys.stderr)
+            return 0
+        finally:
+            self.stop_all()
+
+    def _schedule_restart(self, child: Child) -> bool:
+        """Restart a dead child after a backoff; False once it died too often in a row."""
+        now = time.monotonic()
+        if child.restart_at is None:
+            if now - child.started_at > RESTART_RESET:
+                child.restarts = 0  # it ran long enough: a fresh crash, not a crash loop
+            if child.restarts >= MAX_RESTARTS:
+                print(
+                    f"spool: {child.name} exited with status {child.process.returncode} "  # type: ignore[union-attr]
+                    f"{child.restarts} times in a row; stopping",
+                    file=sys.stderr,
+                )
+                return False
+            delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF * 2**child.restarts)
+            print(
+                f"spool: {child.name} exited with status {child.process.returncode}; "  # type: ignore[union-attr]
+                f"restarting in {delay:g} s",
+                file=sys.stderr,
+            )
+            child.restart_at = now + delay
+            return True
+        if now >= child.restart_at:
+            child.restarts += 1
+            child.kill_group()  # a dead worker's pool processes must not outlive it
+            try:
+                child.launch()
+            except SpoolError as exc:
+                print(f"spool: {child.name} did not start again: {exc}", file=sys.stderr)
+                child.restart_at = None
+                child.started_at = now
+        return True
+
+    def stop_all(self) -> None:
+        """Stop the web first, then the workers (warm shutdown), Redis last; kill what does not stop."""
+        # Ignore further signals while stopping: a second Ctrl-C must not leave orphans behind.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        for child in reversed(self.children):
+            child.stop()
+
+
+def _popen(command: list[str], env: dict[str, str]) -> Callable[[], subprocess.Popen[bytes]]:
+    """A starter of ``command`` in its own session (terminal signals reach only the supervisor)."""
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent)
+
+    return start
 
 
 def refuse_open_exposure(host: str, port: int, settings: Settings) -> None:
@@ -185,17 +351,26 @@ def refuse_open_exposure(host: str, port: int, settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run Redis (if needed), the web app and the workers until Ctrl-C."""
+    """Run Redis (if needed), the web app and the workers until SIGTERM or SIGINT (Ctrl-C)."""
     settings = Settings.from_env()
     refuse_open_exposure(args.host, args.port, settings)
     var_dir = Path(settings.var_dir).resolve()
     env = dict(os.environ)
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    redis_process = None
+    children: list[Child] = []
     if not _redis_reachable(settings.redis_url):
-        redis_process, url = start_private_redis(var_dir)
+        redis_process, url = start_private_redis(var_dir, maxmemory=settings.redis_maxmemory)
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
         env["SPOOL_REDIS_URL"] = url
-        print(f"spool: started a private Redis on {url} (no persistence)", file=sys.stderr)
+        print(f"spool: started a private Redis on {url} (AOF in {var_dir / 'redis'})", file=sys.stderr)
+        first = [redis_process]
+
+        def start_redis() -> subprocess.Popen[bytes]:
+            if first:
+                return first.pop()
+            # Same port and directory: the jobs go on.
+            return start_private_redis(var_dir, port, settings.redis_maxmemory)[0]
+
+        children.append(Child("redis", start_redis, REDIS_STOP_TIMEOUT))
     if "://" not in settings.storage_url or settings.storage_url.startswith("file://"):
         # Web and workers must agree on one directory whatever their working directory.
         path = settings.storage_url.removeprefix("file://")
@@ -208,35 +383,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.webhook_queue not in queues:
         queues.append(settings.webhook_queue)  # the light webhook task shares the workers here
     loglevel = settings.log_level.upper()
-    try:
-        web = subprocess.Popen(web_command(args.host, args.port, args.web_workers, args.dev), env=env)
-        children.append(("web", web))
-        if workers > 0:
-            command = worker_command(
-                queues, pool="prefork", concurrency=workers, name="serve", loglevel=loglevel
-            )
-            children.append(("worker", subprocess.Popen(command, env=env)))
-        if redis_process is not None:
-            children.append(("redis", redis_process))
-        url = f"http://{args.host}:{args.port}"
-        print(
-            f"spool: serving on {url} with {workers} worker process(es) x {threads} engine thread(s) "
-            f"on queue(s) {','.join(queues)}; Ctrl-C stops",
-            file=sys.stderr,
-        )
-        while True:
-            for name, process in children:
-                if process.poll() is not None:
-                    print(f"spool: {name} exited with status {process.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        print("spool: stopping", file=sys.stderr)
-        return 0
-    finally:
-        if redis_process is not None and ("redis", redis_process) not in children:
-            children.append(("redis", redis_process))
-        _stop_all(children)
+    if workers > 0:
+        command = worker_command(queues, pool="prefork", concurrency=workers, name="serve", loglevel=loglevel)
+        children.append(Child("worker", _popen(command, env), args.stop_timeout))
+    web = web_command(args.host, args.port, args.web_workers, args.dev)
+    children.append(Child("web", _popen(web, env), STOP_TIMEOUT))
+    supervisor = Supervisor(children)
+    supervisor.install_signals()
+    print(
+        f"spool: serving on http://{args.host}:{args.port} with {workers} worker process(es) x {threads} "
+        f"engine thread(s) on queue(s) {','.join(queues)}; Ctrl-C or SIGTERM stops "
+        "(`spool ready` waits until a worker has its engine loaded)",
+        file=sys.stderr,
+    )
+    return supervisor.run()
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    """Wait until Spool is ready (a worker has its engine loaded); exit 0, or 1 at the timeout."""
+    client = _client(args)
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while True:
+        try:
+            status, _, body = client.request("GET", "/readyz")
+            if status == 200:
+                if not args.quiet:
+                    print("ready", file=sys.stderr)
+                return 0
+        except ClientError as exc:
+            last = exc.message
+        if time.monotonic() >= deadline:
+            print(f"spool: not ready after {args.timeout:g} s{': ' + last if last else ''}", file=sys.stderr)
+            return 1
+        time.sleep(POLL_INTERVAL)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -456,7 +636,7 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add ``serve``, ``worker``, ``submit`` and ``status`` to the ``spool`` command."""
+    """Add ``serve``, ``worker``, ``ready``, ``submit`` and ``status`` to the ``spool`` command."""
     serve = subparsers.add_parser("serve", help="run the web app, workers and (if needed) Redis here")
     serve.add_argument("--host", default=os.environ.get("SPOOL_HOST", defaults.HOST))
     serve.add_argument("--port", type=int, default=int(os.environ.get("SPOOL_PORT", defaults.PORT)))
@@ -472,7 +652,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     serve.add_argument("--web-workers", type=int, default=defaults.WEB_WORKERS, help="gunicorn processes")
     serve.add_argument("--queues", help="queues the workers consume (default: SPOOL_WORKER_QUEUES or cpu)")
     serve.add_argument("--dev", action="store_true", help="serve with werkzeug instead of gunicorn")
+    serve.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=float(os.environ.get("SPOOL_STOP_TIMEOUT", WORKER_STOP_TIMEOUT)),
+        help="seconds workers get on SIGTERM to finish their task before they are killed "
+        f"(default SPOOL_STOP_TIMEOUT or {WORKER_STOP_TIMEOUT:g})",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    ready = subparsers.add_parser(
+        "ready", help="wait until Spool is ready: a worker has its engine loaded (exit 0, or 1 on timeout)"
+    )
+    ready.add_argument("--timeout", type=float, default=300.0, help="seconds to wait (default 300)")
+    ready.add_argument("-q", "--quiet", action="store_true")
+    _add_client_options(ready)
+    ready.set_defaults(func=cmd_ready)
 
     worker = subparsers.add_parser("worker", help="run one Celery worker (one engine per process)")
     worker.add_argument(

@@ -93,6 +93,20 @@ HEARTBEAT_INTERVAL = 10.0
 #: Seconds after which a worker that stopped beating is no longer listed.
 HEARTBEAT_TTL = 30
 
+#: Times a job (or a book batch) is started before it fails with ``attempts_exhausted``.
+MAX_ATTEMPTS = 3
+
+#: Seconds after its last enqueue or start before the reconciliation sweep may re-queue a job it finds
+#: in no worker's hands and no broker message (covers the moment between a broker pop and the start).
+RECONCILE_GRACE = 30.0
+
+#: Seconds between two reconciliation sweeps (one worker sweeps at a time, under a Redis lock).
+RECONCILE_INTERVAL = 15.0
+
+#: Seconds a worker that lost Redis mid-job keeps retrying its writes before it gives the job up
+#: (the sweep then re-queues it).
+REDIS_RETRY_WINDOW = 120.0
+
 #: Wall seconds of rendering per text character assumed for ETAs until workers have measured one.
 SECONDS_PER_CHAR = 0.03
 

@@ -117,6 +117,10 @@ class Settings:
     presign_expires: int = defaults.PRESIGN_EXPIRES
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     heartbeat_ttl: int = defaults.HEARTBEAT_TTL
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    reconcile_grace: float = defaults.RECONCILE_GRACE
+    reconcile_interval: float = defaults.RECONCILE_INTERVAL
+    redis_retry_window: float = defaults.REDIS_RETRY_WINDOW
     audio_redirect: bool = defaults.AUDIO_REDIRECT
     api_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     log_level: str = defaults.LOG_LEVEL
@@ -174,6 +178,10 @@ class Settings:
             raise SettingsError(
                 "SPOOL_HEARTBEAT_TTL must be larger than SPOOL_HEARTBEAT_INTERVAL "
                 f"(got {self.heartbeat_ttl} <= {self.heartbeat_interval})."
+            )
+        if self.max_attempts < 1:
+            raise SettingsError(
+                f"SPOOL_MAX_ATTEMPTS={self.max_attempts}: use 1 or more (default {defaults.MAX_ATTEMPTS})."
             )
         if not MIN_BUDGET <= self.first_segment_phonemes <= MAX_BUDGET:
             raise SettingsError(

@@ -38,9 +38,14 @@ fi
 
 # Redis: use the one on SPOOL_REDIS_URL / 127.0.0.1:6379 if it answers, else start a local one.
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
-  log "starting redis-server on 127.0.0.1:6379 (no persistence)"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --maxmemory "${SPOOL_REDIS_MAXMEMORY:-1gb}" --maxmemory-policy noeviction >/dev/null
+  # Durable by default: an append-only file (fsync every second) in var/redis, so a Redis restart
+  # loses no accepted job; noeviction, so job state is never dropped to make room.
+  mkdir -p var/redis
+  log "starting redis-server on 127.0.0.1:6379 (AOF in var/redis)"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --dir "$PWD/var/redis" \
+    --appendonly yes --appendfsync everysec \
+    --maxmemory "${SPOOL_REDIS_MAXMEMORY:-1gb}" --maxmemory-policy noeviction \
+    --logfile "$PWD/var/redis/redis.log" >/dev/null
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 

@@ -11,17 +11,15 @@ port="${SPOOL_PORT:-8000}"
 export SPOOL_URL="http://127.0.0.1:${port}"
 spool serve --port "$port" &
 server=$!
-trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
+# spool serve stops in order on SIGTERM or SIGINT (web, then workers, then Redis) and exits 0.
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null' EXIT INT TERM
 
-# Wait for the API to answer before submitting (spool serve also starts the workers).
-for _ in $(seq 600); do
-  if python - "$SPOOL_URL/healthz" <<'PY' 2>/dev/null; then break; fi
-import sys, urllib.request
-urllib.request.urlopen(sys.argv[1], timeout=2).read()
-PY
-  kill -0 $server 2>/dev/null || { echo "spool serve exited" >&2; exit 1; }
-  sleep 0.5
-done
+# Wait until a worker has its engine loaded (readiness, not just a web answer), so the sample's
+# first audio does not wait for a model load.
+if ! spool ready --timeout 600; then
+  kill -0 $server 2>/dev/null || echo "spool serve exited" >&2
+  exit 1
+fi
 
 spool submit "Welcome to Spool. This sample was rendered by a Celery worker running Kokoro, \
 queued through Redis, and stored by the job service." --voice af_heart --wait -o sample.wav

@@ -470,12 +470,15 @@ class BookStore:
         """The book's current state ("" if gone)."""
         return _text(self.redis.hget(self.keys.book(book_id), "state"))
 
-    def start_batch(self, book_id: str, batch: int, worker: str) -> None:
-        """Mark a batch as running on ``worker`` (and the book as rendering)."""
+    def start_batch(self, book_id: str, batch: int, worker: str) -> int:
+        """Mark a batch as running on ``worker`` (and the book as rendering); return its attempt number."""
         self.redis.hset(self.keys.book_batches(book_id), str(batch), f"running:{worker}")
+        attempts = int(self.redis.hincrby(self.keys.book_batch_attempts(book_id), str(batch), 1))
+        self.redis.expire(self.keys.book_batch_attempts(book_id), self.ttl)
         key = self.keys.book(book_id)
         if self.redis.hsetnx(key, "started_at", time.time()):
             self.redis.hset(key, "state", BookState.RENDERING)
+        return attempts
 
     def is_segment_done(self, book_id: str, index: int) -> bool:
         """True when segment ``index`` of the book has been rendered (or taken from its checkpoint)."""

@@ -191,3 +191,17 @@ class LaneNotAllowedError(ServiceError):
 
     code = "lane_not_allowed"
     http_status = 403
+
+
+class AttemptsExhaustedError(ServiceError):
+    """A job or book batch was started ``SPOOL_MAX_ATTEMPTS`` times without finishing (its worker died each time)."""
+
+    code = "attempts_exhausted"
+    http_status = 500
+
+
+class BatchFailedError(ServiceError):
+    """A book's render batch kept failing (storage or engine error) after every retry."""
+
+    code = "batch_failed"
+    http_status = 500

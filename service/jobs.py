@@ -121,6 +121,32 @@ redis.call('PUBLISH', KEYS[5], ARGV[4])
 return 1
 """
 
+# KEYS: job. ARGV: time. Records that the job's task was sent (only while the job exists).
+_MARK_ENQUEUED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'enqueued_at', ARGV[1])
+return 1
+"""
+
+
+#: Hash fields :meth:`JobStore.jobs_in` reads: what recovery needs to judge and requeue a job.
+_SCAN_FIELDS = (
+    "id",
+    "state",
+    "owner",
+    "queue",
+    "priority",
+    "kind",
+    "request_id",
+    "created_at",
+    "started_at",
+    "enqueued_at",
+    "worker",
+    "attempts",
+    "segments_done",
+    "segments_total",
+)
+
 
 def iso_time(timestamp: float | None) -> str | None:
     """Seconds since the epoch as an ISO 8601 UTC string with milliseconds."""
@@ -199,6 +225,8 @@ class Job(HashRecord):
     webhook_state: str | None = None
     webhook_attempts: int = 0
     webhook_last_status: int | None = None
+    # Durability: when the job's message was last handed to the broker (service/recovery.py).
+    enqueued_at: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -267,6 +295,7 @@ class JobStore:
         self._progress = redis.register_script(_PROGRESS)
         self._flag_cancel = redis.register_script(_FLAG_CANCEL)
         self._requeue = redis.register_script(_REQUEUE)
+        self._mark_enqueued = redis.register_script(_MARK_ENQUEUED)
 
     # Creation and lookup -----------------------------------------------------------------------
     def create(
@@ -520,10 +549,37 @@ class JobStore:
         )
         return bool(moved)
 
+    def hand_back(self, job: Job, worker: str) -> bool:
+        """Put a job its worker is stopping for back in the queue, not counting the attempt; True if it was."""
+        if not self.requeue_orphan(job, worker):
+            return False
+        self.redis.hincrby(self.keys.job(job.id), "attempts", -1)
+        return True
+
+    def mark_enqueued(self, job_id: str) -> None:
+        """Record that the job's task is on the broker now (the sweep's grace counts from here)."""
+        self._mark_enqueued(keys=[self.keys.job(job_id)], args=[repr(time.time())])
+
     def running_jobs(self) -> list[Job]:
         """Every job now in the running state."""
-        ids = [m.decode() for m in self.redis.zrange(self.keys.jobs_in_state("running"), 0, -1)]
-        return [job for job in (self.find(i) for i in ids) if job is not None and job.state == "running"]
+        return self.jobs_in("running")
+
+    def jobs_in(self, state: str) -> list[Job]:
+        """Every job now in ``state``, read without its text (recovery scans these often; texts are large).
+
+        The records carry every field but ``text``, ``webhook_url`` and the result; :meth:`get` has all.
+        """
+        ids = [m.decode() for m in self.redis.zrange(self.keys.jobs_in_state(state), 0, -1)]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id), _SCAN_FIELDS)
+            rows = pipe.execute()
+        jobs = []
+        for values in rows:
+            raw = {name: value for name, value in zip(_SCAN_FIELDS, values, strict=True) if value is not None}
+            if raw.get("id") and raw.get("state") == state.encode():
+                jobs.append(Job.from_hash(raw))
+        return jobs
 
     def request_cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a job: a queued one at once (it will never run), a running one after its current segment."""

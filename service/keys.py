@@ -173,6 +173,12 @@ class Keys:
             raise InvalidKeyError(f"Invalid worker name {name!r}.")
         return self._k("worker", name)
 
+    def worker_stopping(self, node: str) -> str:
+        """Flag set while a worker node shuts down: its processes hand their jobs back after a segment."""
+        if not isinstance(node, str) or not WORKER_RE.match(node):
+            raise InvalidKeyError(f"Invalid worker node name {node!r}.")
+        return self._k("stopping", node)
+
     def workers(self) -> str:
         """Sorted set of worker names scored by the time their heartbeat expires."""
         return self._k("workers")
@@ -218,6 +224,14 @@ class Keys:
         """Short lock so only one worker at a time re-queues a dead worker's book batches."""
         return self._k("books", "recovery")
 
+    def book_batch_attempts(self, book_id: str) -> str:
+        """Hash of a book's batches: batch number -> times it was started (capped by ``max_attempts``)."""
+        return self._k("book", check_id(book_id, "book id"), "attempts")
+
+    def reconcile_lock(self) -> str:
+        """Short lock so only one worker at a time runs the reconciliation sweep."""
+        return self._k("reconcile", "lock")
+
     def book_file(self, book_id: str, name: str) -> str:
         """Storage key of one of a book's files (plan, cover, outputs)."""
         return storage_key("books", check_id(book_id, "book id"), name)
@@ -240,6 +254,11 @@ class Keys:
         """The Redis list kombu keeps for one queue at one priority step."""
         name = queue if priority == 0 else f"{queue}{BROKER_PRIORITY_SEP}{priority}"
         return broker_prefix + name
+
+    @staticmethod
+    def broker_unacked(broker_prefix: str = "") -> str:
+        """The hash kombu keeps of delivered, not yet acknowledged messages (delivery tag -> message)."""
+        return broker_prefix + "unacked"
 
     # Storage -----------------------------------------------------------------------------------
     storage_key = staticmethod(storage_key)

@@ -22,6 +22,7 @@ from engine.audio import AUDIO_FORMATS, encode_audio
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError
 from service.logging import log_context
+from service.reconnect import with_reconnect
 from service.webhooks import notify
 
 if TYPE_CHECKING:
@@ -36,14 +37,23 @@ class _Cancelled(Exception):
     """Raised inside the render loop when the owner cancelled the job."""
 
 
+class _HandBack(Exception):
+    """Raised inside the render loop when the worker is shutting down: the job goes back to the queue."""
+
+
 def run_synthesis(
     svc: Services,
     job_id: str,
     engine_factory: Callable[[], Engine],
     *,
     worker_name: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Render one job end to end; return the storage key of its audio, or None if it did not succeed."""
+    """Render one job end to end; return the storage key of its audio, or None if it did not succeed.
+
+    ``should_stop`` is asked after every segment: True (the worker is shutting down) hands the job
+    back to the queue, where another worker (or this one, restarted) renders it.
+    """
     job = svc.jobs.find(job_id)
     if job is None:
         log.warning("job %s not found (expired?); nothing to do", job_id)
@@ -58,6 +68,12 @@ def run_synthesis(
                 # A second delivery of a job whose worker is alive and rendering it: leave it be.
                 log.info("job is running on live worker %s; skipping this duplicate delivery", job.worker)
                 return None
+        if job.attempts >= svc.settings.max_attempts:
+            # A stale redelivery of a job that already used up its attempts (its worker died each time).
+            from service.recovery import fail_exhausted
+
+            fail_exhausted(svc, job)
+            return None
         started = svc.jobs.start(job_id, worker=worker_name)
         if started is None:
             log.info("job could not start (now %s)", svc.jobs.get(job_id).state)
@@ -73,7 +89,13 @@ def run_synthesis(
         )
         render_started = time.perf_counter()
         try:
-            key = _render(svc, job, engine_factory(), render_started)
+            key = _render(svc, job, engine_factory(), render_started, should_stop)
+        except _HandBack:
+            rendered = svc.jobs.get(job_id).segments_done
+            if svc.jobs.hand_back(job, worker_name or ""):
+                svc.enqueue(job, job.request_id)
+                log.info("worker shutting down: job handed back to the queue after %d segment(s)", rendered)
+            key = None
         except _Cancelled:
             # Only a cancel request ends the job as cancelled; a job taken back meanwhile (requeued,
             # expired) is simply left to its new state.
@@ -106,7 +128,7 @@ def run_synthesis(
                 exc,
             )
             key = None
-        final = svc.jobs.find(job_id)
+        final = with_reconnect(svc.settings.redis_retry_window, svc.jobs.find, job_id)
         if final is not None and final.is_terminal:
             notify(svc, final)  # only enqueued: the webhook task delivers it, never this one
         return key
@@ -115,24 +137,31 @@ def run_synthesis(
 def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception | None = None) -> None:
     """Mark the job failed and end its chunk stream with the error."""
     log.warning("failed: %s: %s", code, message)
-    svc.jobs.fail(job_id, code, message)
+    with_reconnect(svc.settings.redis_retry_window, svc.jobs.fail, job_id, code, message)
     try:
         svc.streams.fail(job_id, error if isinstance(error, SpoolError) else SpoolError(message))
     except Exception:
         log.exception("could not end the chunk stream")
 
 
-def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> str | None:
+def _render(
+    svc: Services,
+    job: Job,
+    engine: Engine,
+    render_started: float,
+    should_stop: Callable[[], bool] | None = None,
+) -> str | None:
     """The render loop: stream chunks, track progress, honour cancel, encode, upload, finish."""
     jobs = svc.jobs
+    window = svc.settings.redis_retry_window  # every job-store write below rides out a Redis restart
     # Split once, in the voice's language (as the stream would), so the total is the real count.
     voice = engine.check(job.voice, job.speed, job.language)
     segments = engine.segments(job.text, voice.lang, markup=job.markup)
     lexicon = svc.lexicons.snapshot(job.owner, job.lexicon, job.lexicon_version or "") if job.lexicon else None
     total = len(segments)
-    jobs.progress(job.id, 0, total, 0.0)
-    svc.streams.reset(job.id)
-    if jobs.is_cancel_requested(job.id):
+    with_reconnect(window, jobs.progress, job.id, 0, total, 0.0)
+    with_reconnect(window, svc.streams.reset, job.id)
+    if with_reconnect(window, jobs.is_cancel_requested, job.id):
         raise _Cancelled
     pieces: list[np.ndarray] = []
     sample_rate = voice.sample_rate
@@ -143,13 +172,15 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
     ):
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate
-        svc.streams.publish(job.id, chunk)
+        with_reconnect(window, svc.streams.publish, job.id, chunk)
         done += 1
         audio_seconds += chunk.duration
-        jobs.progress(job.id, done, max(total, done), audio_seconds)
+        with_reconnect(window, jobs.progress, job.id, done, max(total, done), audio_seconds)
         # Checked after every segment, so a cancel stops the job before the next one is rendered.
-        if jobs.is_cancel_requested(job.id):
+        if with_reconnect(window, jobs.is_cancel_requested, job.id):
             raise _Cancelled
+        if should_stop is not None and done < total and should_stop():
+            raise _HandBack
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     data = encode_audio(samples, sample_rate, job.format)
     fmt = AUDIO_FORMATS[job.format]
@@ -167,8 +198,10 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
         "size": len(data),
         "key": key,
     }
-    svc.streams.finish(job.id, svc.storage, totals)
-    succeeded = jobs.succeed(
+    with_reconnect(window, svc.streams.finish, job.id, svc.storage, totals)
+    succeeded = with_reconnect(
+        window,
+        jobs.succeed,
         job.id,
         {
             "result_key": key,
@@ -184,7 +217,7 @@ def _render(svc: Services, job: Job, engine: Engine, render_started: float) -> s
         # Cancelled (or expired) between the last segment and now: the upload stays, the state wins.
         log.info("finished rendering but the job is now %s", jobs.get(job.id).state)
         return None
-    jobs.record_render(job.queue, job.text_chars, render_seconds)
+    with_reconnect(window, jobs.record_render, job.queue, job.text_chars, render_seconds)
     log.info(
         "succeeded: %d segments, %.2f s of audio in %.2f s (%.1fx real time), %d bytes",
         done,

@@ -171,6 +171,11 @@ class Services:
         if not created:
             if not replay:
                 self.quotas.release_job(owner, job_id, len(spec.text))
+            if job.state == "queued" and job.enqueued_at is None:
+                # Stored by an earlier request that never got to queue it (a crash in between): the
+                # client's retry with the same Idempotency-Key queues it now.
+                log.warning("job %s was stored but never queued; queuing it on this retry", job.id)
+                self.enqueue(job, request_id)
             return job, False
         if not replay:
             self.quotas.confirm_job(owner, job.id)
@@ -196,6 +201,7 @@ class Services:
             task_id=job.id,
             headers={"spool_request_id": request_id or "-"},
         )
+        self.jobs.mark_enqueued(job.id)
 
     def close(self) -> None:
         """Release connections (tests, CLI)."""

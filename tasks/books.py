@@ -6,6 +6,7 @@ from typing import Any
 
 from service import book_render
 from service.logging import log_context
+from service.recovery import batch_failed
 from service.task_names import BOOK_ASSEMBLE, BOOK_PLAN, BOOK_RENDER
 from tasks import worker
 from tasks.celery_app import celery_app
@@ -23,7 +24,14 @@ def render_batch(self: Any, book_id: str, batch: int) -> list[str]:
     """Render segments of one batch that have no checkpoint yet; return the checkpoint keys."""
     with log_context(job_id=book_id):
         store = worker.get_services().books
-        return book_render.render_batch(store, worker.get_engine(), book_id, batch, worker.worker_name())
+        worker.set_current_batch(book_id, batch)
+        try:
+            return book_render.render_batch(store, worker.get_engine(), book_id, batch, worker.worker_name())
+        except Exception as exc:  # storage or engine error: retried, then the book fails with the reason
+            batch_failed(store, book_id, batch, exc)
+            return []
+        finally:
+            worker.set_current_batch(None)
 
 
 @celery_app.task(

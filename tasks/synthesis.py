@@ -25,7 +25,11 @@ def synthesize(self: Any, job_id: str) -> str | None:
     worker.set_current_job(job_id)
     try:
         return run_synthesis(
-            worker.get_services(), job_id, worker.get_engine, worker_name=worker.worker_name()
+            worker.get_services(),
+            job_id,
+            worker.get_engine,
+            worker_name=worker.worker_name(),
+            should_stop=worker.stop_requested,
         )
     except redis_lib.RedisError as exc:
         # The job store was unreachable even for recording the failure: try the job again later

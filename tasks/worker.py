@@ -19,7 +19,7 @@ from celery import signals
 
 from config.settings import Settings
 from service.logging import configure_logging
-from service.recovery import recover_books, recover_jobs
+from service.recovery import reconcile, recover_books, recover_jobs
 from service.retention import maybe_sweep
 from service.services import Services
 
@@ -39,6 +39,8 @@ _state: dict[str, Any] = {
     "pool": "",
     "heartbeat": None,
     "current_job": None,
+    "current_batch": None,
+    "stopping": False,
     "jobs_done": 0,
     "engine_seconds": None,
 }
@@ -108,6 +110,29 @@ def set_current_job(job_id: str | None) -> None:
         _state["jobs_done"] += 1
 
 
+def set_current_batch(book_id: str | None, batch: int | None = None) -> None:
+    """Record the book batch this process is rendering (shown in heartbeats; the sweep leaves it be)."""
+    _state["current_batch"] = None if book_id is None else f"{book_id}:{batch}"
+
+
+def stop_requested() -> bool:
+    """True once this worker began a warm shutdown: a job in hand goes back to the queue after its segment.
+
+    The solo pool runs tasks in the process that got the signal (a local flag); a prefork pool's processes
+    learn it from the flag the main process sets in Redis.
+    """
+    if _state["stopping"]:
+        return True
+    node = _state["hostname"]
+    if not node or _runs_tasks_in_main_process(_state["pool"]):
+        return False
+    try:
+        svc = get_services()
+        return bool(svc.redis.exists(svc.keys.worker_stopping(node)))
+    except Exception:  # asking must never break a render
+        return False
+
+
 def _heartbeat_record() -> dict[str, Any]:
     settings = get_settings()
     return {
@@ -120,15 +145,17 @@ def _heartbeat_record() -> dict[str, Any]:
         "threads": settings.engine_threads or None,
         "providers": list(settings.providers),
         "current_job": _state["current_job"],
+        "current_batch": _state["current_batch"],
         "jobs_done": _state["jobs_done"],
     }
 
 
 def recover(svc: Services) -> None:
-    """Send again the jobs and book batches of workers that stopped beating."""
+    """Send again the jobs and book batches of workers that stopped beating, or that nothing carries."""
     recover_jobs(svc)
     live = {w["name"] for w in svc.workers.live()} | {worker_name()}
     recover_books(svc.books, live, get_settings().heartbeat_interval)
+    reconcile(svc, holder=worker_name())
     maybe_sweep(svc)  # retention: one worker per SPOOL_SWEEP_INTERVAL deletes expired stored files
 
 
@@ -215,8 +242,27 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         _state["queues"] = list(get_settings().worker_queues)
     pool = getattr(sender, "pool_cls", "")
     _state["pool"] = pool if isinstance(pool, str) else f"{pool.__module__}.{pool.__name__}"
+    if _state["hostname"]:
+        try:  # a node restarted under the same name must not see its last shutdown's flag
+            svc = get_services()
+            svc.redis.delete(svc.keys.worker_stopping(_state["hostname"]))
+        except Exception:
+            log.debug("could not clear the shutdown flag", exc_info=True)
     if _runs_tasks_in_main_process(_state["pool"]) and _needs_engine():
         _load_or_exit()
+
+
+@signals.worker_shutting_down.connect
+def _on_worker_shutting_down(sender: Any = None, how: str = "", **_: Any) -> None:
+    """Warm shutdown began: tell this node's processes to hand their jobs back after the current segment."""
+    _state["stopping"] = True
+    if _runs_tasks_in_main_process(_state["pool"]) or not sender:
+        return
+    try:
+        svc = get_services()
+        svc.redis.set(svc.keys.worker_stopping(str(sender)), how or "1", ex=3600)
+    except Exception:
+        log.warning("could not flag the shutdown for the pool processes", exc_info=True)
 
 
 @signals.worker_process_init.connect

@@ -1,4 +1,9 @@
-"""System routes: ``/healthz``, ``/status`` and ``/openapi.json`` (no API key needed)."""
+"""System routes: ``/healthz``, ``/readyz``, ``/status`` and ``/openapi.json`` (no API key needed).
+
+``/healthz`` is liveness (the web process answers, Redis and the storage can be reached); ``/readyz`` is
+readiness: green only once at least one worker's heartbeat says its engine is loaded, so a job sent then
+starts without waiting for a model load.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from flask import Blueprint, current_app, jsonify, request
 from app import services
 from app.apidoc import build_spec, operation
 from app.auth import PUBLIC_OWNER, key_from_headers, owner_for
-from app.schemas import Health, Status, dump
+from app.schemas import Health, Readiness, Status, dump
 from config import defaults
 from engine.exceptions import SpoolError
 from service.keys import Keys
@@ -56,6 +61,35 @@ def healthz():  # type: ignore[no-untyped-def]
     return response
 
 
+def ready_workers(workers: list[dict[str, Any]]) -> list[str]:
+    """Names of the live workers whose engine is loaded (their heartbeat says so)."""
+    return [w["name"] for w in workers if w.get("engine_ready")]
+
+
+@bp.get("/readyz")
+@operation(
+    tag="system",
+    operation_id="ready",
+    public=True,
+    responses={200: (Readiness, "A worker has its engine loaded."), 503: (Readiness, "Not ready yet.")},
+)
+def readyz():  # type: ignore[no-untyped-def]
+    """Readiness: 200 once at least one live worker has its engine loaded, else 503."""
+    svc = services()
+    try:
+        names = ready_workers(svc.workers.live())
+        message = (
+            f"{len(names)} worker(s) ready"
+            if names
+            else "No worker has its engine loaded yet: workers are starting, or none is running."
+        )
+    except redis_lib.RedisError as exc:
+        names, message = [], f"Redis is unreachable ({exc}): no worker state can be read."
+    response = jsonify(dump(Readiness(ready=bool(names), workers_ready=names, message=message)))
+    response.status_code = 200 if names else 503
+    return response
+
+
 def queue_depths(svc: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
     """Messages waiting on each broker queue, in total and per priority step."""
     prefix = svc.settings.broker_key_prefix
@@ -96,12 +130,13 @@ def status():  # type: ignore[no-untyped-def]
         depths[queue]["workers"] = sum(1 for w in workers if queue in w.get("queues", ()))
     unacked = svc.redis.hlen(svc.settings.broker_key_prefix + "unacked")
     owner, admin = status_caller(svc.settings)
+    ready = bool(ready_workers(workers))
     if admin:
         jobs = svc.jobs.count_by_state()
     else:
         jobs = own_job_counts(svc, owner)
         workers = [public_worker(w, svc, owner) for w in workers]
-    body = Status(queues=depths, in_flight=int(unacked), workers=workers, jobs=jobs)
+    body = Status(ready=ready, queues=depths, in_flight=int(unacked), workers=workers, jobs=jobs)
     return jsonify(dump(body))
 
 
