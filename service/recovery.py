@@ -31,6 +31,7 @@ from service.exceptions import AttemptsExhaustedError, BatchFailedError
 from service.keys import Keys
 from service.states import FINISHED, BookState
 from service.task_names import BOOK_ASSEMBLE, BOOK_PLAN, BOOK_RENDER
+from service.webhooks import notify
 
 if TYPE_CHECKING:
     from service.jobs import Job
@@ -124,8 +125,6 @@ def broker_snapshot(svc: Services, queues: set[str]) -> BrokerSnapshot:
 
 def fail_exhausted(svc: Services, job: Job) -> bool:
     """Fail a job that used up its attempts (and end its chunk stream, fire its webhook)."""
-    from service.render import fire_webhook
-
     message = attempts_message(f"Job {job.id}", job.attempts)
     if not svc.jobs.fail(job.id, AttemptsExhaustedError.code, message):
         return False
@@ -136,7 +135,7 @@ def fail_exhausted(svc: Services, job: Job) -> bool:
         log.exception("could not end the chunk stream of job %s", job.id)
     final = svc.jobs.find(job.id)
     if final is not None:
-        fire_webhook(final, svc.settings.webhook_timeout)
+        notify(svc, final)  # only enqueued: the webhook task delivers it
     return True
 
 
