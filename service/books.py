@@ -465,6 +465,30 @@ class BookStore:
         raw = self.redis.hgetall(self.keys.book_renders(book_id))
         return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
 
+    def hand_back_batch(self, book_id: str, batch: int) -> None:
+        """Put a batch a worker gave up part-way back on the queue (its done segments are skipped)."""
+        self.redis.hset(self.keys.book_batches(book_id), str(batch), "queued")
+        self.send_batch(book_id, batch)
+
+    def log_event(self, book_id: str, event: str, **fields: str | int | float) -> None:
+        """Append one render event to the book's log stream (entry id: Redis's clock) and publish it."""
+        key = self.keys.book_log(book_id)
+        values = {"event": event, **{k: str(v) for k, v in fields.items()}}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, values, maxlen=100_000, approximate=True)
+        pipe.expire(key, self.ttl)
+        pipe.publish(
+            self.keys.book_events(book_id), json.dumps({"type": event, "book_id": book_id, **values})
+        )
+        pipe.execute()
+
+    def events(self, book_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The book's render events in order: (entry id, fields)."""
+        return [
+            (_text(entry_id), {_text(k): _text(v) for k, v in values.items()})
+            for entry_id, values in self.redis.xrange(self.keys.book_log(book_id))
+        ]
+
     def finish_batch(self, book_id: str, batch: int) -> None:
         """Mark a batch done."""
         self.redis.hset(self.keys.book_batches(book_id), str(batch), "done")

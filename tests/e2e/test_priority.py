@@ -1,0 +1,91 @@
+"""Interactive work overtakes a rendering book within one segment, on a real worker (issue 19)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+import pytest
+
+from service.books import BookStore
+from tests.fixtures.service import wait_until
+
+#: Longest wait for the small book and the job on a busy 2-core machine.
+TIMEOUT = float(os.environ.get("SPOOL_TEST_BOOK_TIMEOUT", "300"))
+
+#: One chapter of eight one-sentence paragraphs (and its heading): at least two batches of four.
+BOOK = "Chapter 1\n\n" + "\n\n".join(
+    [
+        "The train stopped.",
+        "Nobody got off.",
+        "She waited an hour.",
+        "The rain came down.",
+        "A bell rang twice.",
+        "Then she went home.",
+        "The lamps were lit.",
+        "It was late.",
+    ]
+)
+
+
+@pytest.mark.usefixtures("worker")
+def test_a_job_overtakes_a_rendering_book_within_one_segment(client: Any, services: Any) -> None:
+    store = BookStore(services)
+    # Every job's and book's events, on one connection: Redis delivers them in the order it published them.
+    events = services.redis.pubsub()
+    prefix = services.keys.prefix
+    events.psubscribe(f"{prefix}job:*:events", f"{prefix}book:*:events")
+    try:
+        response = client.post(
+            "/v1/books",
+            data={"file": (io.BytesIO(BOOK.encode()), "night.txt"), "voice": "af_heart"},
+            content_type="multipart/form-data",
+        )
+        assert response.status_code == 202, response.data
+        book_id = response.get_json()["id"]
+
+        def segments_done() -> list[str]:
+            return [f["segment"] for _, f in store.events(book_id) if f["event"] == "segment"]
+
+        # The book is rendering on the worker (its first batch of four is under way): submit a job now.
+        mark = wait_until(segments_done, TIMEOUT, interval=0.02, what="the book's first segment")[-1]
+        job = client.post("/v1/jobs", json={"text": "Hello there.", "format": "wav"})
+        assert job.status_code == 202, job.data
+        job_id = job.get_json()["id"]
+
+        def finished(path: str) -> dict[str, Any] | None:
+            body = client.get(path).get_json()
+            return body if body["state"] in ("succeeded", "failed", "cancelled") else None
+
+        job_state = wait_until(lambda: finished(f"/v1/jobs/{job_id}"), TIMEOUT, what="the job")["state"]
+        book_state = wait_until(lambda: finished(f"/v1/books/{book_id}"), TIMEOUT, what="the book")["state"]
+        assert job_state == "succeeded" and book_state == "succeeded"
+        order = []
+        while (message := events.get_message(timeout=0.5)) is not None:
+            if message["type"] != "pmessage":
+                continue
+            channel = message["channel"].decode()
+            order.append({"channel": channel, **json.loads(message["data"])})
+    finally:
+        events.close()
+
+    book_events = [e for e in order if e["channel"] == services.keys.book_events(book_id)]
+    job_channel = services.keys.job_events(job_id)
+    seen = [
+        (e["type"], e.get("segment", e.get("seq")))
+        for e in order
+        if e in book_events or e["channel"] == job_channel
+    ]
+    first_chunk = next(i for i, e in enumerate(order) if e["channel"] == job_channel and e["type"] == "chunk")
+    marked = next(i for i, e in enumerate(order) if e in book_events and e.get("segment") == mark)
+    between = [e for e in order[marked + 1 : first_chunk] if e in book_events and e["type"] == "segment"]
+    # At most the segment already being rendered when the job arrived finished before the job's first
+    # chunk (without giving way, the rest of the batch, up to three segments, would have gone first).
+    assert len(between) <= 1, seen
+    assert [e["batch"] for e in book_events if e["type"] == "yield"][:1] == ["0"], seen
+    # The book went on after the job, and the batch handed back rendered nothing twice.
+    assert any(e["type"] == "segment" for e in book_events if order.index(e) > first_chunk), seen
+    renders = store.renders(book_id)
+    assert set(renders.values()) == {1} and len(renders) == store.record(book_id).segments_total
