@@ -126,6 +126,9 @@ class Settings:
     url: str = defaults.URL
     api_key: str | None = field(default=None, repr=False)
     var_dir: str = defaults.VAR_DIR
+    # -- fast first audio (issue 15 part 2) --
+    fast_start_threads: int = defaults.FAST_START_THREADS
+    fast_start_segments: int = defaults.FAST_START_SEGMENTS
 
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):

@@ -15,7 +15,9 @@ a book do not both stop for one job. A claim ends when the worker starts a job
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from config import defaults
@@ -67,3 +69,22 @@ def claim_yield(svc: Services, queue: str, worker: str, than: str = "low") -> bo
 def release_yield(svc: Services, queue: str, worker: str) -> None:
     """End ``worker``'s claim (it has started the work it gave way to)."""
     svc.redis.zrem(svc.keys.yielding(queue), worker)
+
+
+#: The kernel's count of runnable tasks (4th field of /proc/loadavg: "running/total").
+LOADAVG_PATH = "/proc/loadavg"
+
+
+def spare_cores(path: str = LOADAVG_PATH) -> int:
+    """Cores with nothing runnable on them right now, besides the caller (0 where it cannot tell)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return max(0, (os.cpu_count() or 1) - max(1, running))
+
+
+def fast_start_probe(threads: int) -> Callable[[], bool]:
+    """A probe for ``Engine.enable_fast_start``: True while ``threads - 1`` cores besides ours are idle."""
+    return lambda: spare_cores() >= threads - 1
