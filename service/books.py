@@ -217,6 +217,16 @@ def plan_segment(seg: dict[str, Any]) -> Segment:
     )
 
 
+# KEYS: book. ARGV: now, the rendering state. The first batch to start sets the start time and state.
+_START = """
+if (redis.call('HGET', KEYS[1], 'started_at') or '') ~= '' then return 0 end
+redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' then redis.call('HSET', KEYS[1], 'state', ARGV[2]) end
+return 1
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
@@ -440,9 +450,8 @@ class BookStore:
     def start_batch(self, book_id: str, batch: int, worker: str) -> None:
         """Mark a batch as running on ``worker`` (and the book as rendering)."""
         self.redis.hset(self.keys.book_batches(book_id), str(batch), f"running:{worker}")
-        key = self.keys.book(book_id)
-        if self.redis.hsetnx(key, "started_at", time.time()):
-            self.redis.hset(key, "state", BookState.RENDERING)
+        # The record is written with every field, an unset time as "", so HSETNX would never set it.
+        self.redis.eval(_START, 1, self.keys.book(book_id), repr(time.time()), str(BookState.RENDERING))
 
     def is_segment_done(self, book_id: str, index: int) -> bool:
         """True when segment ``index`` of the book has been rendered (or taken from its checkpoint)."""

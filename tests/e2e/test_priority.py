@@ -60,8 +60,10 @@ def test_a_job_overtakes_a_rendering_book_within_one_segment(client: Any, servic
             return body if body["state"] in ("succeeded", "failed", "cancelled") else None
 
         job_state = wait_until(lambda: finished(f"/v1/jobs/{job_id}"), TIMEOUT, what="the job")["state"]
-        book_state = wait_until(lambda: finished(f"/v1/books/{book_id}"), TIMEOUT, what="the book")["state"]
-        assert job_state == "succeeded" and book_state == "succeeded"
+        book = wait_until(lambda: finished(f"/v1/books/{book_id}"), TIMEOUT, what="the book")
+        assert job_state == "succeeded" and book["state"] == "succeeded"
+        # Its first batch set when it started rendering (the record is written with an empty start).
+        assert book["created_at"] < book["started_at"] < book["finished_at"]
         order = []
         while (message := events.get_message(timeout=0.5)) is not None:
             if message["type"] != "pmessage":
