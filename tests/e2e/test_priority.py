@@ -15,21 +15,22 @@ from tests.fixtures.service import wait_until
 #: Longest wait for the small book and the job on a busy 2-core machine.
 TIMEOUT = float(os.environ.get("SPOOL_TEST_BOOK_TIMEOUT", "300"))
 
-#: One chapter of twelve one-sentence paragraphs (and its heading): at least three batches of four.
-BOOK = "Chapter 1\n\n" + "\n\n".join(
+#: One chapter of twelve one-sentence paragraphs (and its heading): at least three batches of four; no
+#: other test renders these sentences, so no segment comes from another test's checkpoint.
+BOOK = "Chapter 7: The Harbour\n\n" + "\n\n".join(
     [
-        "The train stopped.",
-        "Nobody got off.",
-        "She waited an hour.",
-        "The rain came down.",
-        "A bell rang twice.",
-        "Then she went home.",
-        "The lamps were lit.",
-        "It was late.",
-        "The dog slept.",
-        "A car went by.",
-        "The clock struck.",
-        "She closed her eyes.",
+        "The overnight ferry docked at six.",
+        "Gulls circled the harbour cranes.",
+        "A porter wheeled crates of lemons.",
+        "The customs hut opened late.",
+        "Fog hid the lighthouse.",
+        "Two fishermen argued about nets.",
+        "The café shutters rattled up.",
+        "Someone whistled an old waltz.",
+        "The tide turned slowly.",
+        "A red kite drifted over the pier.",
+        "Church bells rang for mass.",
+        "The ferry sounded its horn.",
     ]
 )
 
