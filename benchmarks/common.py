@@ -31,6 +31,7 @@ MODEL = ASSETS / "kokoro-v1.0.int8.onnx"
 #: Built-in texts by name (files under benchmarks/texts/).
 TEXT_FILES = {
     "paragraph": TEXTS / "paragraph.txt",
+    "plain": TEXTS / "plain.txt",  # a paragraph whose first sentence has no comma (issue 15)
     "minute": TEXTS / "minute.txt",
     "chapter": TEXTS / "chapter.txt",
     "alice-ch1": TEXTS / "alice-ch1.txt",

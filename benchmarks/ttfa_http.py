@@ -54,6 +54,7 @@ HEADER_BYTES = {"pcm": 0, "wav": 44}
 #: Bytes of 16-bit PCM kept from the start of each stream (5 s at 24 kHz) to find the first speech.
 HEAD_KEEP_BYTES = 5 * 24000 * 2
 
+
 def silence_before_speech(pcm: bytes, rate: int = 24000) -> float | None:
     """Seconds of near-silence at the start of 16-bit mono PCM, by the engine's own level (None: no speech)."""
     import numpy as np
@@ -117,6 +118,8 @@ def one_request(svc: SpoolService, text: str, path: str, args: argparse.Namespac
         received = 0
         t_first = None
         margin = None  # min over arrivals of (audio delivered so far - wall since the first byte)
+        late_margin = None  # the same, over arrivals from one second after the first byte on
+        late_at = None  # (seconds since the first byte, audio seconds delivered) where late_margin is
         head = bytearray()  # the start of the stream, to find where speech begins
         while True:
             data = resp.read1(65536)
@@ -127,6 +130,8 @@ def one_request(svc: SpoolService, text: str, path: str, args: argparse.Namespac
                 delivered = max(0, received - header_len) / rate_bytes
                 here = delivered - (now - t_first)
                 margin = here if margin is None else min(margin, here)
+                if now - t_first >= 1.0 and (late_margin is None or here < late_margin):
+                    late_margin, late_at = here, (now - t_first, delivered)
             received += len(data)
             if len(head) < header_len + HEAD_KEEP_BYTES:
                 head += data
@@ -146,6 +151,9 @@ def one_request(svc: SpoolService, text: str, path: str, args: argparse.Namespac
         "lead_silence_s": lead,
         "first_speech_s": (t_first - t0 + lead) if t_first and lead is not None else None,
         "underrun_margin_s": margin,
+        "late_margin_s": late_margin if late_margin is not None else audio_s,
+        "late_margin_at_s": late_at[0] if late_at else None,
+        "late_margin_audio_s": late_at[1] if late_at else None,
         "post_s": t_posted - t0,
         "headers_s": t_headers - t0,
         "total_s": t_end - t0,
@@ -204,12 +212,19 @@ def stats(values: list[float]) -> dict:
     return {"p10": p10, "p50": p50, "p90": p90, "spread": p90 / p10 if p10 else None, "n": len(vals)}
 
 
-def margin_stats(runs: list[dict]) -> dict:
-    """The worst and the median per-run underrun margin, in seconds."""
-    vals = [r["underrun_margin_s"] for r in runs if r.get("underrun_margin_s") is not None]
-    if not vals:
-        return {"min": None, "p50": None, "n": 0}
-    return {"min": min(vals), "p50": percentile(vals, 50), "n": len(vals)}
+def margin_stats(runs: list[dict], key: str = "underrun_margin_s") -> dict:
+    """The worst and the median per-run underrun margin, in seconds, and where the worst one fell."""
+    have = [r for r in runs if r.get(key) is not None]
+    if not have:
+        return {"min": None, "p50": None, "n": 0, "at_s": None, "audio_s": None}
+    worst = min(have, key=lambda r: r[key])
+    return {
+        "min": worst[key],
+        "p50": percentile([r[key] for r in have], 50),
+        "n": len(have),
+        "at_s": worst.get("late_margin_at_s"),  # seconds after the first byte (late margin only)
+        "audio_s": worst.get("late_margin_audio_s"),
+    }
 
 
 def main() -> None:
@@ -229,7 +244,9 @@ def main() -> None:
     p.add_argument("--long-text", default="chapter", help="text for the long-stream margin (default chapter)")
     p.add_argument("--long-words", type=int, default=975, help="words of it to read (default 975: ~5 min)")
     p.add_argument("--long-runs", type=int, default=1, help="long-text runs per route (default 1; 0 skips)")
-    p.add_argument("--engine-runs", type=int, default=None, help="engine-alone renders (default --runs; 0 skips)")
+    p.add_argument(
+        "--engine-runs", type=int, default=None, help="engine-alone renders (default --runs; 0 skips)"
+    )
     p.add_argument(
         "--workers", type=int, default=cores, help="worker processes (default: one per core, as spool serve)"
     )
@@ -262,7 +279,11 @@ def main() -> None:
 
     engine: dict = {"ttfa": []}
     if engine_runs:
-        print(f"# engine alone: {engine_runs} warm renders, {args.threads} thread(s)", file=sys.stderr, flush=True)
+        print(
+            f"# engine alone: {engine_runs} warm renders, {args.threads} thread(s)",
+            file=sys.stderr,
+            flush=True,
+        )
         engine = engine_first_segment(text_file, args.threads, engine_runs, args.voice, args.first_phonemes)
     print(
         f"# service: {args.workers} worker(s) x {args.threads} thread(s); logs in {log_dir}",
@@ -308,6 +329,8 @@ def main() -> None:
             "first_speech": stats([r["first_speech_s"] for r in runs if r["path"] == path]),
             "margin": margin_stats([r for r in runs if r["path"] == path]),
             "long_margin": margin_stats([r for r in long_runs if r["path"] == path]),
+            "late_margin": margin_stats([r for r in runs if r["path"] == path], "late_margin_s"),
+            "long_late_margin": margin_stats([r for r in long_runs if r["path"] == path], "late_margin_s"),
         }
         for path in paths
     }
@@ -338,10 +361,18 @@ def main() -> None:
     rows = []
     for path in paths:
         http, heard = by_path[path]["http"], by_path[path]["first_speech"]
-        rows.append([f"{labels[path]}: first audio byte", http["p10"], http["p50"], http["p90"], http["spread"]])
+        rows.append(
+            [f"{labels[path]}: first audio byte", http["p10"], http["p50"], http["p90"], http["spread"]]
+        )
         if heard["n"]:
             rows.append(
-                [f"{labels[path]}: first speech heard", heard["p10"], heard["p50"], heard["p90"], heard["spread"]]
+                [
+                    f"{labels[path]}: first speech heard",
+                    heard["p10"],
+                    heard["p50"],
+                    heard["p90"],
+                    heard["spread"],
+                ]
             )
     if eng["n"]:
         rows.append(["engine: call -> first chunk", eng["p10"], eng["p50"], eng["p90"], eng["spread"]])
@@ -365,6 +396,22 @@ def main() -> None:
         )
     print("underrun margin (audio delivered - wall since first byte; < 0: the player stalls), seconds:")
     print(table(["route", "paragraph min", "paragraph p50", "~5 min text min", "its audio s"], margin_rows))
+    late_rows = []
+    for path in paths:
+        for what, key in (("paragraph", "late_margin"), ("~5 min text", "long_late_margin")):
+            m = by_path[path][key]
+            late_rows.append(
+                [
+                    labels[path],
+                    what,
+                    fmt(m["min"], 2),
+                    fmt(m["p50"], 2),
+                    fmt(m["at_s"], 2),
+                    fmt(m["audio_s"], 2),
+                ]
+            )
+    print("after the first second (goal: never below zero); where the worst run's minimum fell:")
+    print(table(["route", "text", "min", "p50", "at s after 1st byte", "audio s delivered then"], late_rows))
     if len(paths) == 2:
         jobs50, speech50 = by_path["jobs"]["http"]["p50"], by_path["speech"]["http"]["p50"]
         ratio = speech50 / jobs50 if jobs50 and speech50 else None

@@ -27,8 +27,8 @@ ASSETS_DIR = "~/.cache/spool"
 ENGINE_THREADS = 0
 
 #: Phoneme budget of a job's first segment: smaller starts playback sooner, larger keeps the
-#: opening clause whole (40 fits "Alice was not a bit hurt,"; 24 is the smallest accepted).
-FIRST_SEGMENT_PHONEMES = 40
+#: opening clause whole (30: about five words, "Alice was not a bit hurt,"; 24 is the smallest accepted).
+FIRST_SEGMENT_PHONEMES = 30
 
 #: Queue new jobs are sent to: one per device class.
 QUEUE = "cpu"
@@ -240,3 +240,13 @@ ALLOW_ANONYMOUS = False
 #: Origins (scheme://host[:port]) allowed to send state-changing browser requests besides the
 #: server's own.
 ALLOWED_ORIGINS: tuple[str, ...] = ()
+
+
+# -- Fast first audio (issue 15 part 2) ------------------------------------------------------------
+
+#: Intra-op threads of the second session a worker renders a stream's opening on while the other
+#: cores are idle (0: off; only used where the machine has that many cores).
+FAST_START_THREADS = 2
+
+#: How many opening segments of a job may run on the fast-start session.
+FAST_START_SEGMENTS = 4

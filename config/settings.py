@@ -156,6 +156,10 @@ class Settings:
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allowed_origins: tuple[str, ...] = defaults.ALLOWED_ORIGINS
 
+    # -- fast first audio (issue 15 part 2) --
+    fast_start_threads: int = defaults.FAST_START_THREADS
+    fast_start_segments: int = defaults.FAST_START_SEGMENTS
+
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
             if not QUEUE_NAME_RE.match(queue):

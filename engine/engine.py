@@ -10,10 +10,11 @@ is safe but never faster (the design runs one process per accelerator instead).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,13 @@ from engine.lexicon import Lexicon
 from engine.markup import Markup, markup_segments, parse_markup
 from engine.normalize import normalize
 from engine.piper import PiperSpeech
-from engine.segment import DEFAULT_FIRST_MAX_PHONEMES, DEFAULT_MAX_PHONEMES, Segment, split_text
+from engine.segment import (
+    DEFAULT_FIRST_MAX_PHONEMES,
+    DEFAULT_MAX_PHONEMES,
+    STREAM_BUDGET_GROWTH,
+    Segment,
+    split_text,
+)
 from engine.speech import ResolvedVoice, SpeechBackend
 from engine.voices import VoiceStore, check_speed
 
@@ -66,6 +73,12 @@ class Engine:
         self._model_id = model_id
         #: Phoneme budget of the first segment of every text (see ``engine.segment.split_text``).
         self.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
+        #: How fast the budgets of a text's next segments grow (``split_text``'s ``growth``).
+        self.budget_growth = STREAM_BUDGET_GROWTH
+        #: Opening segments of a stream rendered on the model's fast session (see :meth:`enable_fast_start`).
+        self.fast_start_segments = 0
+        #: Asked before each such segment: True when the spare cores are idle (None: always).
+        self.fast_start_probe: Callable[[], bool] | None = None
         self.kokoro = KokoroSpeech(model, voices, self.g2p)
         self.piper = next((b for b in backends if isinstance(b, PiperSpeech)), None) or PiperSpeech()
         others = [b for b in backends if b is not self.piper]
@@ -146,6 +159,28 @@ class Engine:
         """Make a Piper voice (``<name>.onnx`` + ``.onnx.json``) available; it loads on first use."""
         return self.piper.add(model_path, providers=providers, threads=threads)
 
+    def enable_fast_start(
+        self, threads: int, segments: int = 2, probe: Callable[[], bool] | None = None
+    ) -> bool:
+        """Render the first ``segments`` segments of each stream on ``threads`` threads when ``probe()`` allows.
+
+        A listener waits for the first segment only, so it runs on a second session with more
+        threads while the other cores are idle; bulk work (books, whole segments past the opening)
+        stays on the engine's own session. Returns False when the model cannot (not loaded from a file).
+        """
+        if not self.model.add_fast_session(threads):
+            return False
+        self.fast_start_segments = max(0, int(segments))
+        self.fast_start_probe = probe
+        voice = DEFAULT_VOICE if DEFAULT_VOICE in self.voices else self.voices.names()[0]
+        self.model.use_fast = True  # warm the new session too
+        try:
+            for segment in self.segments(WARMUP_TEXT):
+                self.synthesize_segment(segment, voice)
+        finally:
+            self.model.use_fast = False
+        return True
+
     def warm_up(self) -> float:
         """Run one short sentence so spaCy, espeak and the session's memory are ready; return seconds."""
         started = time.perf_counter()
@@ -196,14 +231,16 @@ class Engine:
             raise InvalidTextError(f"Text must be a string, got {type(text).__name__}.")
         lang = normalize_lang(lang)
         if markup is None or markup == "none":
-            return split_text(text, lang=lang, first_max_phonemes=self.first_max_phonemes)
+            return split_text(
+                text, lang=lang, first_max_phonemes=self.first_max_phonemes, growth=self.budget_growth
+            )
         marked = markup if isinstance(markup, Markup) else self.parse_markup(text, markup)
         if not marked.text.strip():
             raise InvalidTextError("The marked-up text has no words to speak; put text inside <speak>.")
         return markup_segments(
             marked,
             lang=lang,
-            split=split_text,
+            split=functools.partial(split_text, growth=self.budget_growth),
             normalize_text=lambda piece: " ".join(normalize(piece, lang).split()),
             first_max_phonemes=self.first_max_phonemes,
             max_phonemes=DEFAULT_MAX_PHONEMES,
@@ -311,7 +348,16 @@ class Engine:
         last = len(segments) - 1
         for segment in segments[start_index:]:
             seg_rv = voices[segment.voice] if segment.voice else rv
-            yield self.synthesize_segment(segment, seg_rv, is_last=segment.index == last)
+            # A job's opening runs on the fast-start session when the probe says the other cores are idle.
+            fast = segment.index < self.fast_start_segments and self.model.fast_session is not None
+            if fast and self.fast_start_probe is not None:
+                fast = self.fast_start_probe()
+            self.model.use_fast = fast
+            try:
+                chunk = self.synthesize_segment(segment, seg_rv, is_last=segment.index == last)
+            finally:
+                self.model.use_fast = False
+            yield chunk
 
     def _switched_voices(
         self, segments: Sequence[Segment], rv: ResolvedVoice, speed: float, lang: str | None

@@ -201,6 +201,12 @@ class KokoroModel:
         self.providers = list(session.get_providers())
         self.quantized = quantized
         self._lock = threading.Lock()
+        #: A second session with more intra-op threads, for a listener's opening segments (see
+        #: :meth:`add_fast_session`); :attr:`use_fast` makes the next calls run on it.
+        self.fast_session: Any | None = None
+        self.use_fast = False
+        self._source: bytes | str | None = None
+        self._wanted: list[str] = []
 
     @classmethod
     def load(
@@ -232,7 +238,24 @@ class KokoroModel:
                 "kernel). Use a float model such as Kokoro's own kokoro-v1.0.onnx (--model PATH)."
             )
         session = ort.InferenceSession(source, sess_options=session_options(threads), providers=wanted)
-        return cls(session, load_vocab(vocab_path), quantized=quantized)
+        model = cls(session, load_vocab(vocab_path), quantized=quantized)
+        model._source, model._wanted = source, list(wanted)
+        return model
+
+    def add_fast_session(self, threads: int) -> bool:
+        """Build a second session of the same model with ``threads`` intra-op threads; False if it cannot.
+
+        Only a model loaded from a file (:meth:`load`) can; the weights are read a second time
+        (about 160 MB more memory, measured).
+        """
+        import onnxruntime as ort
+
+        if self._source is None or threads < 2:
+            return False
+        self.fast_session = ort.InferenceSession(
+            self._source, sess_options=session_options(threads), providers=self._wanted
+        )
+        return True
 
     def tokenize(self, phonemes: str) -> tuple[list[int], list[int]]:
         """Map phonemes to token ids, skipping symbols not in the vocabulary.
@@ -267,7 +290,8 @@ class KokoroModel:
             "speed": np.array([speed], dtype=self.speed_dtype),
         }
         with self._lock:
-            result = self.session.run(self._outputs, feeds)
+            session = self.fast_session if self.use_fast and self.fast_session is not None else self.session
+            result = session.run(self._outputs, feeds)
         audio = np.asarray(result[0], dtype=np.float32).reshape(-1)
         durations = np.asarray(result[1]).reshape(-1) if len(result) > 1 else None
         return audio, durations

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MIN_PHONEMES",
     "MIN_BUDGET_PHONEMES",
     "MODEL_MAX_PHONEMES",
+    "STREAM_BUDGET_GROWTH",
     "Segment",
     "estimate_phonemes",
     "has_speech",
@@ -51,6 +52,9 @@ DEFAULT_MIN_PHONEMES = 12
 #: Each following segment's budget is this many times the previous one's until it reaches the max,
 #: so each segment renders while the one before it plays (real-time factor about 2 on 2 CPU cores).
 DEFAULT_BUDGET_GROWTH = 2.0
+#: Budget growth of a job's stream (``Engine.segments``): slower than the default, so each next
+#: segment renders on one thread while the audio before it plays (no underrun; issue 15).
+STREAM_BUDGET_GROWTH = 1.5
 #: The smallest budget accepted: below it single long words could not fit.
 MIN_BUDGET_PHONEMES = 24
 

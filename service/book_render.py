@@ -27,6 +27,7 @@ from service.books import (
     plan_segment,
     segment_digest,
 )
+from service.lanes import claim_yield
 from service.retention import reference_checkpoint
 from service.states import FINISHED
 
@@ -69,6 +70,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
     store.start_batch(book_id, batch, worker_name)
     plan = store.plan(book_id)
     first, end = plan["batches"][batch]
+    queue = store.queue(book_id)
     keys = []
     for seg in plan["segments"][first:end]:
         if store.state(book_id) in FINISHED:
@@ -80,15 +82,26 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
         if store.is_segment_done(book_id, seg["i"]):
             keys.append(key)
             continue
-        if svc.storage.exists(key):
+        rendered = not svc.storage.exists(key)
+        if not rendered:
             seconds = _duration(svc.storage.get(key))  # rendered before: by a retry, or the same book again
         else:
+            if claim_yield(svc, queue, worker_name):
+                # Interactive work waits on a higher lane: give way now, the rest of the batch goes
+                # back to the queue (issue 19), so the job starts within one segment's render time.
+                store.hand_back_batch(book_id, batch)
+                store.log_event(book_id, "yield", batch=batch, segment=seg["i"], worker=worker_name)
+                log.info(
+                    "book %s: batch %d handed back at segment %d for waiting work", book_id, batch, seg["i"]
+                )
+                return keys
             chunk = engine.synthesize_segment(plan_segment(seg), rv, is_last=seg["last"])
             svc.storage.put(key, encode_checkpoint(chunk), "application/octet-stream")
             store.count_render(book_id, seg["i"])
             seconds = chunk.duration
         store.segment_done(book_id, seg["i"], seconds)
         reference_checkpoint(svc, book_id, key)  # so deleting the book knows which checkpoints it shared
+        store.log_event(book_id, "segment", segment=seg["i"], worker=worker_name, rendered=int(rendered))
         keys.append(key)
     store.finish_batch(book_id, batch)
     if store.try_assembly(book_id):

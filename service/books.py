@@ -241,6 +241,16 @@ def plan_segment(seg: dict[str, Any]) -> Segment:
     )
 
 
+# KEYS: book. ARGV: now, the rendering state. The first batch to start sets the start time and state.
+_START = """
+if (redis.call('HGET', KEYS[1], 'started_at') or '') ~= '' then return 0 end
+redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' then redis.call('HSET', KEYS[1], 'state', ARGV[2]) end
+return 1
+"""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
@@ -475,9 +485,8 @@ class BookStore:
         self.redis.hset(self.keys.book_batches(book_id), str(batch), f"running:{worker}")
         attempts = int(self.redis.hincrby(self.keys.book_batch_attempts(book_id), str(batch), 1))
         self.redis.expire(self.keys.book_batch_attempts(book_id), self.ttl)
-        key = self.keys.book(book_id)
-        if self.redis.hsetnx(key, "started_at", time.time()):
-            self.redis.hset(key, "state", BookState.RENDERING)
+        # The record is written with every field, an unset time as "", so HSETNX would never set it.
+        self.redis.eval(_START, 1, self.keys.book(book_id), repr(time.time()), str(BookState.RENDERING))
         return attempts
 
     def is_segment_done(self, book_id: str, index: int) -> bool:
@@ -500,6 +509,30 @@ class BookStore:
         """How many times each segment was actually synthesised."""
         raw = self.redis.hgetall(self.keys.book_renders(book_id))
         return {int(_text(k)): int(_text(v)) for k, v in raw.items()}
+
+    def hand_back_batch(self, book_id: str, batch: int) -> None:
+        """Put a batch a worker gave up part-way back on the queue (its done segments are skipped)."""
+        self.redis.hset(self.keys.book_batches(book_id), str(batch), "queued")
+        self.send_batch(book_id, batch)
+
+    def log_event(self, book_id: str, event: str, **fields: str | int | float) -> None:
+        """Append one render event to the book's log stream (entry id: Redis's clock) and publish it."""
+        key = self.keys.book_log(book_id)
+        values = {"event": event, **{k: str(v) for k, v in fields.items()}}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, values, maxlen=100_000, approximate=True)
+        pipe.expire(key, self.ttl)
+        pipe.publish(
+            self.keys.book_events(book_id), json.dumps({"type": event, "book_id": book_id, **values})
+        )
+        pipe.execute()
+
+    def events(self, book_id: str) -> list[tuple[str, dict[str, str]]]:
+        """The book's render events in order: (entry id, fields)."""
+        return [
+            (_text(entry_id), {_text(k): _text(v) for k, v in values.items()})
+            for entry_id, values in self.redis.xrange(self.keys.book_log(book_id))
+        ]
 
     def finish_batch(self, book_id: str, batch: int) -> None:
         """Mark a batch done."""

@@ -248,6 +248,16 @@ class Keys:
         """Sorted set of one owner's book ids, scored by creation time."""
         return self._k("owner", check_owner(owner), "books")
 
+    def book_log(self, book_id: str) -> str:
+        """Stream of a book's render events (segment done, batch handed back), in the order Redis saw them."""
+        return self._k("book", check_id(book_id, "book id"), "log")
+
+    def yielding(self, queue: str) -> str:
+        """Sorted set of workers giving way to interactive work on one queue, scored by claim expiry."""
+        if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", queue):
+            raise InvalidKeyError(f"Invalid queue name {queue!r}.")
+        return self._k("yielding", queue)
+
     # Broker (kombu's own layout; read-only for /status) ----------------------------------------
     @staticmethod
     def broker_queue(queue: str, priority: int, broker_prefix: str = "") -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis as redis_lib
 
+from service.lanes import release_yield
 from service.render import run_synthesis
 from service.task_names import SYNTHESIZE
 from tasks import worker
@@ -23,6 +24,13 @@ REDIS_RETRIES = 30
 def synthesize(self: Any, job_id: str) -> str | None:
     """Render job ``job_id`` with this worker's engine; returns the storage key of its audio."""
     worker.set_current_job(job_id)
+    svc = worker.get_services()
+    try:
+        # A worker that gave way to waiting work has found it: its claim ends (see service.lanes).
+        for queue in svc.settings.worker_queues:
+            release_yield(svc, queue, worker.worker_name())
+    except redis_lib.RedisError:
+        log.debug("could not release the yield claim", exc_info=True)
     try:
         return run_synthesis(
             worker.get_services(),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from celery import signals
 
 from config.settings import Settings
+from service.lanes import fast_start_probe
 from service.logging import configure_logging
 from service.recovery import reconcile, recover_books, recover_jobs
 from service.retention import maybe_sweep
@@ -87,6 +88,10 @@ def load_engine(settings: Settings) -> Engine:
         kwargs["providers"] = list(settings.providers)
     engine = Engine.from_assets(settings.assets_path, **kwargs)
     engine.first_max_phonemes = settings.first_segment_phonemes
+    fast = settings.fast_start_threads
+    if settings.engine_threads and settings.engine_threads < fast <= (os.cpu_count() or 1):
+        # A listener's opening segments on more threads while the other cores are idle (issue 15).
+        engine.enable_fast_start(fast, settings.fast_start_segments, fast_start_probe(fast))
     _state["engine_seconds"] = round(time.perf_counter() - started, 3)
     log.info(
         "engine loaded from %s in %.2f s (threads=%s, providers=%s)",

@@ -24,7 +24,7 @@ import pytest
 from engine.audio import decode_audio
 from service.jobs import JobSpec
 
-TEXT = "The first sentence is short. Here comes the second one. And this is the third."
+TEXT = "The first one is short. Here comes the second one. And this is the third."
 
 #: Longest wait for the job (three short sentences on a busy 2-core machine).
 JOB_TIMEOUT = 240.0

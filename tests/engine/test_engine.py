@@ -246,3 +246,29 @@ def test_stream_resumes_from_a_segment(engine: Engine) -> None:
     given = list(engine.stream(text, segments=engine.segments(text)))
     assert [c.segment for c in given] == [c.segment for c in full]
     assert all(np.array_equal(a.samples, b.samples) for a, b in zip(given, full, strict=True))
+
+
+def test_fast_start_renders_the_opening_on_the_second_session_when_the_probe_allows(engine: Engine) -> None:
+    text = "Alice was not a bit hurt, and she jumped up on to her feet in a moment. She looked up."
+    plain = list(engine.stream(text, voice="af_heart"))
+    asked: list[bool] = []
+    answers = iter([True, False, True])
+
+    def probe() -> bool:
+        asked.append(engine.model.use_fast)
+        return next(answers, True)
+
+    assert engine.enable_fast_start(2, segments=2, probe=probe)
+    try:
+        fast = list(engine.stream(text, voice="af_heart"))
+        again = list(engine.stream(text, voice="af_heart", start_index=1))
+    finally:
+        engine.fast_start_segments, engine.fast_start_probe = 0, None
+        engine.model.fast_session = None
+    # Asked once per opening segment only (two of them, and one more for the resumed stream), never
+    # while a call is on the fast session; the audio is the same on either session.
+    assert asked == [False, False, False] and len(plain) > 2
+    assert not engine.model.use_fast
+    assert [c.segment for c in fast] == [c.segment for c in plain]
+    assert all(np.array_equal(a.samples, b.samples) for a, b in zip(fast, plain, strict=True))
+    assert len(again) == len(plain) - 1
