@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from config.defaults import PRIORITY_STEPS
 from engine.book import load_book
 from engine.lexicon import Lexicon, LexiconEntry
 from service.book_render import render_batch
 from service.books import BookSpec, BookStore, segment_digest
+from service.keys import Keys
 from service.services import Services
 
 #: Unique words per run, so checkpoints left by an earlier run (content-keyed, shared storage) are not reused.
@@ -31,6 +33,10 @@ def _render(store: BookStore, engine: Any, owner: str, lexicon_id: str, version:
     spec = BookSpec(lexicon=lexicon_id, lexicon_version=version)
     book_id = store.create(book, spec, owner, source_name="hp.txt")
     store.plan_and_queue(book_id, "test@host:1")
+    # No worker consumes this queue: drop the messages we just played ourselves (the plan task, the
+    # batches), or the batch loop would give way to the waiting plan message (service.lanes).
+    prefix = store.svc.settings.broker_key_prefix
+    store.redis.delete(*(Keys.broker_queue(store.queue(book_id), step, prefix) for step in PRIORITY_STEPS))
     for batch in range(len(store.plan(book_id)["batches"])):
         render_batch(store, engine, book_id, batch, "test@host:1")
     assert store.record(book_id).state == "succeeded", store.record(book_id).error_message
