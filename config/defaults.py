@@ -137,3 +137,18 @@ MAX_PAGE_SIZE = 200
 
 #: Jobs per page when the request gives no ``limit``.
 PAGE_SIZE = 50
+
+#: Seconds a storage write (or read) is retried with backoff on outages (connection errors, 5xx, throttling).
+STORAGE_RETRY_WINDOW = 180.0
+
+#: Seconds the first storage retry waits; each later wait doubles, with jitter, up to the cap below.
+STORAGE_RETRY_BASE = 0.5
+
+#: Longest wait between two storage retries, in seconds.
+STORAGE_RETRY_MAX_DELAY = 10.0
+
+#: Times a job whose upload still failed after the storage window is put back in the queue (its audio kept).
+STORAGE_REQUEUES = 3
+
+#: Seconds the book assembly lock lives without renewal; the assembler renews it every third of this.
+ASSEMBLY_LOCK_TTL = 300

@@ -119,6 +119,12 @@ class StorageError(ServiceUnavailableError):
     code = "storage_error"
 
 
+class StorageUnavailableError(StorageError):
+    """Storage could not be reached (connection error, 5xx, throttling): waiting may fix it."""
+
+    code = "storage_unavailable"
+
+
 class StorageKeyNotFoundError(NotFoundError):
     """No object is stored under the key."""
 
