@@ -62,6 +62,8 @@ class Engine:
         self._model_id = model_id
         #: Phoneme budget of the first segment of every text (see ``engine.segment.split_text``).
         self.first_max_phonemes = DEFAULT_FIRST_MAX_PHONEMES
+        #: Segments rendered by a speech backend so far (model calls; warm-up included).
+        self.segments_rendered = 0
         self.kokoro = KokoroSpeech(model, voices, self.g2p)
         self.piper = next((b for b in backends if isinstance(b, PiperSpeech)), None) or PiperSpeech()
         others = [b for b in backends if b is not self.piper]
@@ -210,6 +212,7 @@ class Engine:
         words: list[WordTiming] = []
         if segment.spoken.strip() and is_speakable(segment.spoken):
             pieces = rv.backend.render(segment.spoken, rv)
+            self.segments_rendered += 1
             parts = []
             offset = 0.0
             for k, (audio, timings) in enumerate(pieces):

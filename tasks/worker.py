@@ -120,6 +120,7 @@ def _heartbeat_record() -> dict[str, Any]:
         "providers": list(settings.providers),
         "current_job": _state["current_job"],
         "jobs_done": _state["jobs_done"],
+        "segments_rendered": _state["engine"].segments_rendered if _state["engine"] is not None else 0,
     }
 
 
