@@ -125,6 +125,12 @@ class StorageUnavailableError(StorageError):
     code = "storage_unavailable"
 
 
+class AssemblyLockLostError(ConflictError):
+    """A book's assembly lock expired or was taken over while this worker assembled it."""
+
+    code = "assembly_lock_lost"
+
+
 class StorageKeyNotFoundError(NotFoundError):
     """No object is stored under the key."""
 
