@@ -299,6 +299,28 @@ def _os_error(exc: OSError, message: str) -> StorageError:
     return cls(message)
 
 
+class _KeepOpen:
+    """A file object whose ``close`` does nothing: boto3's transfer closes what it uploads, even on failure."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fileobj = fileobj
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fileobj.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fileobj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fileobj.tell()
+
+    def seekable(self) -> bool:
+        return _seekable(self._fileobj)
+
+    def close(self) -> None:
+        """Leave the caller's file open (a retry reads it again)."""
+
+
 class _IterReader(io.RawIOBase):
     """A raw binary stream over an iterator of byte strings."""
 
@@ -554,7 +576,11 @@ class S3Storage(Storage):
                     max_concurrency=MULTIPART_CONCURRENCY,
                 )
                 self._client.upload_fileobj(
-                    data, self.bucket, name, ExtraArgs={"ContentType": content_type}, Config=transfer
+                    _KeepOpen(data),
+                    self.bucket,
+                    name,
+                    ExtraArgs={"ContentType": content_type},
+                    Config=transfer,
                 )
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, key, "upload") from exc
