@@ -153,7 +153,6 @@ def run_synthesis(
             key = None
             if not _requeue_after_outage(svc, job, exc):
                 _fail(svc, job_id, exc.code, exc.message, exc)
-                _spill(svc).discard(job_id)
         except SoftTimeLimitExceeded:
             _fail(
                 svc,
@@ -206,6 +205,7 @@ def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception 
     """Mark the job failed and end its chunk stream with the error."""
     log.warning("failed: %s: %s", code, message)
     svc.jobs.fail(job_id, code, message)
+    _spill(svc).discard(job_id)  # a failed job's kept audio will not be uploaded
     try:
         svc.streams.fail(job_id, error if isinstance(error, SpoolError) else SpoolError(message))
     except Exception:

@@ -185,6 +185,7 @@ def test_a_job_fails_with_a_clear_error_when_storage_stays_down(outage: Outage) 
         assert final.state == "failed" and final.error_code == "storage_unavailable"
         assert "SPOOL_STORAGE_RETRY_WINDOW" in final.error_message
         assert final.attempts == 3
+        assert not list((Path(outage.short.var_dir) / "spill" / "jobs").glob(f"{job.id}-*"))
     finally:
         outage.moto.start()
         svc.close()
