@@ -142,6 +142,43 @@ def child(args: argparse.Namespace) -> None:
     svc.close()
 
 
+def _hwm_mb(pid: int) -> float | None:
+    """A running process's peak RSS so far (VmHWM), in MB."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e3
+    except OSError:
+        return None
+    return None
+
+
+def _run_child(cmd: list[str], time_limit: float) -> dict[str, Any] | None:
+    """Run one assembly; with a time limit, stop it there and report the peak RSS it had reached."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, _hwm_mb(proc.pid) or 0.0)
+        if time_limit and time.perf_counter() - started > time_limit:
+            proc.kill()
+            proc.communicate()
+            return {
+                "peak_mb": peak,
+                "base_mb": None,
+                "seconds": time_limit,
+                "zip_mb": None,
+                "complete": False,
+            }
+        time.sleep(1.0)  # sampling period of the peak, not a synchronisation
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        print(err[-3000:], file=sys.stderr)
+        return None
+    return json.loads(out.strip().splitlines()[-1]) | {"complete": True}
+
+
 def prepare(redis: str, prefix: str, directory: Path, hours: float) -> tuple[str, float]:
     """Write a synthetic book of ``hours`` of audio; return its id and its seconds of audio."""
     from config.settings import Settings
@@ -177,6 +214,12 @@ def main() -> None:
     parser.add_argument("--impl", nargs="+", choices=["new", "old"], default=["new", "old"])
     parser.add_argument("--old-max-hours", type=float, default=2.0, help="skip 'old' above this length")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/7")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=0,
+        help="stop an assembly after this many seconds and report the peak RSS it reached so far (0: none)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--book", help=argparse.SUPPRESS)
@@ -229,10 +272,9 @@ def main() -> None:
                     "--redis",
                     args.redis,
                 ]
-                proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{impl} at {hours:g} h failed:\n{proc.stderr[-3000:]}")
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
+                result = _run_child(cmd, args.time_limit)
+                if result is None:
+                    raise SystemExit(f"{impl} at {hours:g} h failed")
                 result.update({"hours": hours, "audio_hours": seconds / 3600, "impl": impl})
                 results.append(result)
                 rows.append(
@@ -258,7 +300,7 @@ def main() -> None:
             client.delete(key)
         client.close()
         shutil.rmtree(work, ignore_errors=True)
-    print(table(["book hours", "impl", "peak RSS MB", "base RSS MB", "seconds", "zip MB"], rows))
+    print(table(["book hours", "impl", "peak RSS MB", "base RSS MB", "seconds", "zip MB", "complete"], rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": info, "results": results}, indent=2))
