@@ -17,9 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 #: For each package, the top-level names its modules must never import (directly, at any depth).
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "engine": frozenset(
-        {"service", "app", "tasks", "cli", "config", "flask", "werkzeug", "celery", "redis", "boto3"}
-    ),
+    "engine": frozenset({"service", "app", "tasks", "cli", "config", "flask", "werkzeug", "celery", "redis", "boto3"}),
     "service": frozenset({"app", "tasks", "cli", "flask", "werkzeug"}),
     "app": frozenset({"tasks", "cli"}),
     "tasks": frozenset({"app", "cli", "flask", "werkzeug"}),
@@ -62,9 +60,7 @@ def test_config_imports_the_standard_library_only() -> None:
 
 def loaded_after(statement: str) -> set[str]:
     """The top-level modules a fresh interpreter has loaded after running ``statement``."""
-    code = (
-        f"import json, sys\n{statement}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    )
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )

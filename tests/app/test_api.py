@@ -291,11 +291,7 @@ def test_openai_routes_answer_errors_in_openai_shape(api: Any) -> None:
     cases = [
         (api.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hi.", "speed": 0.3}), 400, "speed"),
         (api.post("/v1/audio/speech", json={"input": "Hi.", "voice": {"name": "x"}}), 400, "voice"),
-        (
-            api.post("/v1/audio/speech", json={"input": "Hi.", "stream_format": "sse", "stream": False}),
-            400,
-            "stream",
-        ),
+        (api.post("/v1/audio/speech", json={"input": "Hi.", "stream_format": "sse", "stream": False}), 400, "stream"),
         (api.post("/v1/audio/speech", json={"input": "Hi.", "instructions": 7}), 400, "instructions"),
         (api.get("/v1/audio/speech"), 405, None),
         (api.get("/v1/models/whisper-1"), 404, "model"),
@@ -314,9 +310,7 @@ def test_speech_accepts_openai_models_voices_and_formats(api: Any) -> None:
         response = api.post("/v1/audio/speech", json=body, headers={"Accept": "application/octet-stream"})
         # No worker consumes the idle queue: the stream's headers come at once, the audio never does.
         assert response.status_code == 200, response.data
-        assert (
-            response.headers["Content-Type"] == "audio/aac" and response.headers["X-Spool-Voice"] == "af_kore"
-        )
+        assert response.headers["Content-Type"] == "audio/aac" and response.headers["X-Spool-Voice"] == "af_kore"
         response.close()
     models = api.get("/v1/models").get_json()
     assert models["object"] == "list" and "gpt-4o-mini-tts" in {m["id"] for m in models["data"]}
@@ -395,14 +389,10 @@ def test_openapi_documents_every_route(api: Any, idle_app: Any) -> None:
     }
     assert "Job" in spec["components"]["schemas"]
     speech = spec["paths"]["/v1/audio/speech"]["post"]
-    assert speech["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/OpenAIError"
-    )
+    assert speech["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/OpenAIError")
     assert {"audio/pcm", "audio/aac", "text/event-stream"} <= set(speech["responses"]["200"]["content"])
     request = spec["components"]["schemas"]["SpeechRequest"]["properties"]
-    assert {"instructions", "stream_format", "stream"} <= set(request) and request["stream"][
-        "default"
-    ] is True
+    assert {"instructions", "stream_format", "stream"} <= set(request) and request["stream"]["default"] is True
     upload = spec["paths"]["/v1/books"]["post"]
     assert upload["requestBody"]["content"]["multipart/form-data"]["schema"] == {
         "$ref": "#/components/schemas/BookRequest"

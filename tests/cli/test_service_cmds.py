@@ -22,9 +22,8 @@ def test_submit_validation_error_is_shown(live_server: Any, capsys: pytest.Captu
     assert "Unknown voice 'af_nobody'" in err and "unknown_voice" in err
 
 
-def test_submit_wait_download_and_status(
-    live_server: Any, worker: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_submit_wait_download_and_status(live_server: Any, worker: Any, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.wav"
     text_file = tmp_path / "in.txt"
     text_file.write_text("The command line waits for this.", encoding="utf-8")
