@@ -285,6 +285,7 @@ def main() -> None:
                         result["base_mb"],
                         result["seconds"],
                         result["zip_mb"],
+                        "yes" if result["complete"] else f"no: stopped at {args.time_limit:g} s",
                     ]
                 )
                 print(
