@@ -157,9 +157,9 @@ class Settings:
                 f"SPOOL_FIRST_SEGMENT_PHONEMES={self.first_segment_phonemes}: use a whole number "
                 f"from {MIN_BUDGET} to {MAX_BUDGET} (default {defaults.FIRST_SEGMENT_PHONEMES})."
             )
-        if self.assembly_lock_ttl < 3:
+        if self.assembly_lock_ttl < 1:
             raise SettingsError(
-                f"SPOOL_ASSEMBLY_LOCK_TTL={self.assembly_lock_ttl}: use at least 3 seconds "
+                f"SPOOL_ASSEMBLY_LOCK_TTL={self.assembly_lock_ttl}: use at least 1 second "
                 f"(default {defaults.ASSEMBLY_LOCK_TTL}); the assembler renews it every third of it."
             )
         if self.log_format not in ("text", "json"):
