@@ -250,3 +250,17 @@ FAST_START_THREADS = 2
 
 #: How many opening segments of a job may run on the fast-start session.
 FAST_START_SEGMENTS = 4
+
+
+#: Seconds a storage write (or read) is retried with backoff on outages (connection errors, 5xx, throttling).
+STORAGE_RETRY_WINDOW = 180.0
+
+#: Seconds the first storage retry waits; each later wait doubles, with jitter, up to the cap below.
+STORAGE_RETRY_BASE = 0.5
+
+#: Longest wait between two storage retries, in seconds.
+STORAGE_RETRY_MAX_DELAY = 10.0
+
+
+#: Seconds the book assembly lock lives without renewal; the assembler renews it every third of this.
+ASSEMBLY_LOCK_TTL = 300

@@ -160,6 +160,10 @@ class Settings:
     fast_start_threads: int = defaults.FAST_START_THREADS
     fast_start_segments: int = defaults.FAST_START_SEGMENTS
 
+    # -- storage outages and assembly (issue 13) --
+    storage_retry_window: float = defaults.STORAGE_RETRY_WINDOW
+    assembly_lock_ttl: int = defaults.ASSEMBLY_LOCK_TTL
+
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
             if not QUEUE_NAME_RE.match(queue):
@@ -191,6 +195,11 @@ class Settings:
             raise SettingsError(
                 f"SPOOL_FIRST_SEGMENT_PHONEMES={self.first_segment_phonemes}: use a whole number "
                 f"from {MIN_BUDGET} to {MAX_BUDGET} (default {defaults.FIRST_SEGMENT_PHONEMES})."
+            )
+        if self.assembly_lock_ttl < 1:
+            raise SettingsError(
+                f"SPOOL_ASSEMBLY_LOCK_TTL={self.assembly_lock_ttl}: use at least 1 second "
+                f"(default {defaults.ASSEMBLY_LOCK_TTL}); the assembler renews it every third of it."
             )
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")

@@ -285,6 +285,59 @@ def encode_audio(samples: object, sample_rate: int, fmt: str, *, bitrate: int | 
     return buffer.getvalue()
 
 
+class FileEncoder:
+    """Encode audio piece by piece into a file on disk; the file equals ``encode_audio`` of all pieces.
+
+    Memory stays at one piece whatever the length: the muxer writes to the (seekable) file and
+    fills in the totals (MP3 Xing header, FLAC STREAMINFO, WAV sizes) when it is closed.
+    """
+
+    def __init__(self, path: str | Path, fmt: str, sample_rate: int, *, bitrate: int | None = None) -> None:
+        self.format = normalize_format(fmt)
+        self.sample_rate = _check_rate(sample_rate)
+        self.samples_in = 0
+        kbps = _check_bitrate(self.format, bitrate)
+        self._file = open(path, "wb")  # noqa: SIM115 (closed in close())
+        self._av: _AvEncoder | None = None
+        try:
+            if AUDIO_FORMATS[self.format].encoder is not None:
+                self._av = _AvEncoder(self.format, self.sample_rate, kbps, self._file)
+                self._av.start()
+            elif self.format == "wav":
+                self._file.write(wav_header(self.sample_rate, 0))
+        except BaseException:
+            self._file.close()
+            raise
+
+    def encode(self, samples: object) -> None:
+        """Encode the next piece (clipped to [-1, 1] like ``encode_audio``)."""
+        clipped = _as_samples(samples)
+        self.samples_in += clipped.size
+        if self._av is not None:
+            self._av.encode(clipped)
+        else:
+            self._file.write(to_pcm16(clipped))
+
+    def close(self) -> None:
+        """Flush the codec, write the trailer (or the WAV sizes) and close the file."""
+        if self._file.closed:
+            return
+        try:
+            if self._av is not None:
+                self._av.close()
+            elif self.format == "wav":
+                self._file.seek(0)
+                self._file.write(wav_header(self.sample_rate, self.samples_in * 2))
+        finally:
+            self._file.close()
+
+    def __enter__(self) -> FileEncoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class StreamEncoder:
     """Incremental encoder: ``header() + encode(c1) + encode(c2) + ... + finish()`` is one valid file."""
 

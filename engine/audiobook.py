@@ -6,13 +6,20 @@ player's menu, the position remembered. ffmpeg's MP4 muxer (through PyAV) writes
 QuickTime chapter track and Nero ``chpl`` chapters, so players of either kind see them; title,
 author and cover go in the iTunes-style tags with mutagen. Chapters are also written as separate
 MP3 files (plays everywhere) for listening or downloading one at a time.
+
+Assembly streams: each chapter's audio arrives in pieces (:class:`ChapterSource`), goes through
+the chapter's MP3 encoder into its file and into a float32 spool file on disk, and the subtitles
+are written cue by cue; the M4B is then encoded from the spool file one second at a time (its
+chapter marks must be known before its header is written). Memory does not grow with the length
+of the book; the disk holds the spool (4 bytes a sample, 345 MB an hour at 24 kHz) until the M4B
+is written.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,9 +27,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from engine.audio import encode_audio
+from engine.audio import FileEncoder
 from engine.exceptions import BookError
-from engine.subtitles import Cue, to_srt, to_vtt
+from engine.subtitles import VTT_HEADER, Cue, srt_block, vtt_block
 
 #: Bit rate of the whole-book AAC stream (speech at 24 kHz mono).
 BOOK_BITRATE = 64_000
@@ -50,6 +57,20 @@ class ChapterAudio:
         return len(self.samples) / self.sample_rate
 
 
+#: One piece of a chapter: samples, and the cues that lie in them (times from the chapter's start).
+Piece = tuple[np.ndarray, Sequence[Cue]]
+
+
+@dataclass
+class ChapterSource:
+    """One chapter to assemble piece by piece: title, sample rate, parts, and a function giving its pieces."""
+
+    title: str
+    sample_rate: int
+    pieces: Callable[[], Iterable[Piece]]
+    parents: tuple[str, ...] = ()
+
+
 def safe_name(title: str, index: int) -> str:
     """A file name for chapter ``index`` (1-based): ``01-down-the-rabbit-hole``."""
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "chapter"
@@ -68,6 +89,24 @@ def write_m4b(
     cover_type: str | None = None,
 ) -> None:
     """Encode ``samples`` to AAC in an M4B with ``(title, start, end)`` chapter marks and tags."""
+    blocks = (samples[offset : offset + sample_rate] for offset in range(0, len(samples), sample_rate))
+    write_m4b_blocks(
+        path, blocks, sample_rate, chapters, title=title, author=author, cover=cover, cover_type=cover_type
+    )
+
+
+def write_m4b_blocks(
+    path: Path,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    chapters: Sequence[tuple[str, float, float]],
+    *,
+    title: str,
+    author: str,
+    cover: bytes | None = None,
+    cover_type: str | None = None,
+) -> None:
+    """Like :func:`write_m4b` from one-second blocks of samples (the last may be shorter), one at a time."""
     container = av.open(str(path), "w", format="ipod")
     try:
         stream = container.add_stream("aac", rate=sample_rate, layout="mono")
@@ -85,12 +124,13 @@ def write_m4b(
                 for n, (name, start, end) in enumerate(chapters, start=1)
             ]
         )
-        block = sample_rate  # one second per frame handed to the encoder
-        for offset in range(0, len(samples), block):
-            piece = np.ascontiguousarray(samples[offset : offset + block], dtype=np.float32).reshape(1, -1)
+        offset = 0
+        for block in blocks:
+            piece = np.ascontiguousarray(block, dtype=np.float32).reshape(1, -1)
             frame = av.AudioFrame.from_ndarray(piece, format="flt", layout="mono")
             frame.sample_rate = sample_rate
             frame.pts = offset
+            offset += piece.shape[1]
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -128,6 +168,51 @@ def assemble(
 
     Returns the manifest: every chapter's title, parts, start, duration and file, every file
     written, and ``skipped``: the sections of the book left out (``Chapter.report()`` dicts).
+    The chapters are held in memory; :func:`assemble_streamed` takes them piece by piece.
+    """
+    sources = [
+        ChapterSource(c.title, c.sample_rate, lambda c=c: [(c.samples, c.cues)], tuple(c.parents))
+        for c in chapters
+    ]
+    return assemble_streamed(
+        sources,
+        out_dir,
+        title=title,
+        author=author,
+        cover=cover,
+        cover_type=cover_type,
+        gap=gap,
+        skipped=skipped,
+    )
+
+
+#: The float32 spool of the whole book's samples, written beside the outputs and removed after the M4B.
+SPOOL_FILE = ".book.f32"
+
+
+def _spool_blocks(path: Path, sample_rate: int) -> Iterator[np.ndarray]:
+    """Read the spool file back one second at a time."""
+    with open(path, "rb") as fh:
+        while block := fh.read(sample_rate * 4):
+            yield np.frombuffer(block, dtype=np.float32)
+
+
+def assemble_streamed(
+    chapters: Sequence[ChapterSource],
+    out_dir: str | Path,
+    *,
+    title: str,
+    author: str = "",
+    cover: bytes | None = None,
+    cover_type: str | None = None,
+    gap: float = DEFAULT_CHAPTER_GAP,
+    skipped: Sequence[dict] = (),
+    on_chapter: Callable[[int], None] | None = None,
+) -> dict:
+    """:func:`assemble` with each chapter's audio taken piece by piece: memory does not grow with the book.
+
+    ``on_chapter(n)`` is called after chapter ``n`` (1-based) is written (a caller renews its lock
+    there, or raises to stop). The outputs are byte for byte those of :func:`assemble`.
     """
     if not chapters:
         raise BookError("There are no chapters to assemble: select at least one chapter with text.")
@@ -138,47 +223,68 @@ def assemble(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     silence = np.zeros(int(round(max(0.0, gap) * rate)), dtype=np.float32)
-    pieces: list[np.ndarray] = []
     marks: list[tuple[str, float, float]] = []
-    cues: list[Cue] = []
     entries = []
     at = 0
-    for n, chapter in enumerate(chapters, start=1):
-        start = at / rate
-        name = safe_name(chapter.title, n)
-        chapter_file = f"{name}.{CHAPTER_FORMAT}"
-        (out / chapter_file).write_bytes(encode_audio(chapter.samples, rate, CHAPTER_FORMAT))
-        pieces.append(chapter.samples)
-        at += len(chapter.samples)
-        end = at / rate
-        marks.append((chapter.title, start, end))
-        cues.extend(
-            Cue(round(c.start + start, 3), round(c.end + start, 3), c.text, c.words) for c in chapter.cues
+    cue_count = 0
+    spool = out / SPOOL_FILE
+    try:
+        with (
+            open(spool, "wb") as pcm,
+            open(out / "book.srt", "w", encoding="utf-8") as srt,
+            open(out / "book.vtt", "w", encoding="utf-8") as vtt,
+        ):
+            vtt.write(VTT_HEADER)
+            for n, chapter in enumerate(chapters, start=1):
+                start = at / rate
+                chapter_file = f"{safe_name(chapter.title, n)}.{CHAPTER_FORMAT}"
+                length = 0
+                with FileEncoder(out / chapter_file, CHAPTER_FORMAT, rate) as encoder:
+                    for samples, cues in chapter.pieces():
+                        piece = np.asarray(samples, dtype=np.float32)
+                        encoder.encode(piece)
+                        pcm.write(piece.tobytes())
+                        length += len(piece)
+                        for c in cues:
+                            cue_count += 1
+                            # Word times stay relative to the chapter, as they always were in the VTT.
+                            cue = Cue(round(c.start + start, 3), round(c.end + start, 3), c.text, c.words)
+                            srt.write(("\n" if cue_count > 1 else "") + srt_block(cue_count, cue))
+                            vtt.write("\n" + vtt_block(cue_count, cue))
+                at += length
+                marks.append((chapter.title, start, at / rate))
+                entries.append(
+                    {
+                        "number": n,
+                        "title": chapter.title,
+                        "parents": list(chapter.parents),
+                        "start": round(start, 3),
+                        "duration": round(length / rate, 3),
+                        "file": chapter_file,
+                    }
+                )
+                if n < len(chapters) and len(silence):
+                    pcm.write(silence.tobytes())
+                    at += len(silence)
+                if on_chapter is not None:
+                    on_chapter(n)
+        write_m4b_blocks(
+            out / "book.m4b",
+            _spool_blocks(spool, rate),
+            rate,
+            marks,
+            title=title,
+            author=author,
+            cover=cover,
+            cover_type=cover_type,
         )
-        entries.append(
-            {
-                "number": n,
-                "title": chapter.title,
-                "parents": list(chapter.parents),
-                "start": round(start, 3),
-                "duration": round(chapter.duration, 3),
-                "file": chapter_file,
-            }
-        )
-        if n < len(chapters) and len(silence):
-            pieces.append(silence)
-            at += len(silence)
-    samples = np.concatenate(pieces)
-    write_m4b(
-        out / "book.m4b", samples, rate, marks, title=title, author=author, cover=cover, cover_type=cover_type
-    )
-    (out / "book.srt").write_text(to_srt(cues), encoding="utf-8")
-    (out / "book.vtt").write_text(to_vtt(cues), encoding="utf-8")
+    finally:
+        spool.unlink(missing_ok=True)
     manifest = {
         "title": title,
         "author": author,
         "sample_rate": rate,
-        "duration": round(len(samples) / rate, 3),
+        "duration": round(at / rate, 3),
         "chapter_gap": gap,
         "book_file": "book.m4b",
         "subtitles": ["book.srt", "book.vtt"],

@@ -79,6 +79,8 @@ class Engine:
         self.fast_start_segments = 0
         #: Asked before each such segment: True when the spare cores are idle (None: always).
         self.fast_start_probe: Callable[[], bool] | None = None
+        #: Segments rendered by a speech backend so far (model calls; warm-up included).
+        self.segments_rendered = 0
         self.kokoro = KokoroSpeech(model, voices, self.g2p)
         self.piper = next((b for b in backends if isinstance(b, PiperSpeech)), None) or PiperSpeech()
         others = [b for b in backends if b is not self.piper]
@@ -279,6 +281,7 @@ class Engine:
         words: list[WordTiming] = []
         if segment.spoken.strip() and is_speakable(segment.spoken):
             pieces = rv.backend.render(segment.spoken, rv)
+            self.segments_rendered += 1
             parts = []
             offset = 0.0
             for k, (audio, timings) in enumerate(pieces):

@@ -40,28 +40,37 @@ def _stamp(seconds: float, sep: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
 
 
+def srt_block(n: int, cue: Cue) -> str:
+    """Cue number ``n`` (1-based) as a SubRip block; blocks are joined with a blank line."""
+    return f"{n}\n{_stamp(cue.start, ',')} --> {_stamp(cue.end, ',')}\n{cue.text}\n"
+
+
 def to_srt(cues: Iterable[Cue]) -> str:
     """SubRip text: numbered cues with comma-separated milliseconds."""
-    blocks = []
-    for n, cue in enumerate(cues, start=1):
-        blocks.append(f"{n}\n{_stamp(cue.start, ',')} --> {_stamp(cue.end, ',')}\n{cue.text}\n")
-    return "\n".join(blocks)
+    return "\n".join(srt_block(n, cue) for n, cue in enumerate(cues, start=1))
+
+
+#: The first block of every WebVTT file; cue blocks follow, each after a blank line.
+VTT_HEADER = "WEBVTT\n"
+
+
+def vtt_block(n: int, cue: Cue, *, words: bool = True) -> str:
+    """Cue number ``n`` as a WebVTT block; with ``words`` each word after the first carries its time."""
+    text = cue.text
+    tokens = cue.text.split()
+    # Karaoke stamps only when the written words line up one to one with the timed ones.
+    if words and len(cue.words) > 1 and len(tokens) == len(cue.words):
+        parts = [tokens[0]]
+        for token, w in zip(tokens[1:], cue.words[1:], strict=True):
+            inside = cue.start < w.start < cue.end
+            parts.append(f"<{_stamp(w.start, '.')}>{token}" if inside else token)
+        text = " ".join(parts)
+    return f"{n}\n{_stamp(cue.start, '.')} --> {_stamp(cue.end, '.')}\n{text}\n"
 
 
 def to_vtt(cues: Iterable[Cue], *, words: bool = True) -> str:
     """WebVTT; with ``words`` each word after the first carries an inline timestamp (karaoke style)."""
-    blocks = ["WEBVTT\n"]
-    for n, cue in enumerate(cues, start=1):
-        text = cue.text
-        tokens = cue.text.split()
-        # Karaoke stamps only when the written words line up one to one with the timed ones.
-        if words and len(cue.words) > 1 and len(tokens) == len(cue.words):
-            parts = [tokens[0]]
-            for token, w in zip(tokens[1:], cue.words[1:], strict=True):
-                inside = cue.start < w.start < cue.end
-                parts.append(f"<{_stamp(w.start, '.')}>{token}" if inside else token)
-            text = " ".join(parts)
-        blocks.append(f"{n}\n{_stamp(cue.start, '.')} --> {_stamp(cue.end, '.')}\n{text}\n")
+    blocks = [VTT_HEADER, *(vtt_block(n, cue, words=words) for n, cue in enumerate(cues, start=1))]
     return "\n".join(blocks)
 
 

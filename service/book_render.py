@@ -2,6 +2,14 @@
 
 A worker's tasks call these with the process's engine; the batch that completes a book
 assembles it while holding the book's lock (see ``service.books``).
+
+Assembly streams: chapter by chapter, each checkpoint is read from storage, fed to the chapter's
+MP3 encoder and a spool file on disk, and dropped (``engine.audiobook.assemble_streamed``); the
+outputs and the zip are written to a temporary directory and uploaded from their files
+(multipart for large ones). Memory does not grow with the length of the book. A thread renews
+the assembly lock every third of ``SPOOL_ASSEMBLY_LOCK_TTL`` while it works; if the lock is lost
+(Redis lost it, or this process stalled past the TTL) the assembly stops before the next chapter
+or upload and leaves the book to the worker that holds it.
 """
 
 from __future__ import annotations
@@ -10,14 +18,17 @@ import dataclasses
 import io
 import logging
 import tempfile
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import redis as redis_lib
 
 from engine.audio import AUDIO_FORMATS
-from engine.audiobook import ChapterAudio, assemble
+from engine.audiobook import ChapterSource, Piece, assemble_streamed
 from engine.exceptions import SpoolError
 from engine.subtitles import cues_from_chunks
 from service.books import (
@@ -27,12 +38,14 @@ from service.books import (
     plan_segment,
     segment_digest,
 )
+from service.exceptions import AssemblyLockLostError
 from service.lanes import claim_yield
 from service.retention import reference_checkpoint
 from service.states import FINISHED
 
 if TYPE_CHECKING:
     from engine import Engine
+    from engine.speech import ResolvedVoice
 
 log = logging.getLogger("spool.books")
 
@@ -116,43 +129,110 @@ def _duration(data: bytes) -> float:
         return len(saved["samples"]) / int(saved["rate"])
 
 
+class LockRenewer(threading.Thread):
+    """Renews a book's assembly lock every third of its TTL while the assembly runs."""
+
+    def __init__(self, store: BookStore, book_id: str, token: str) -> None:
+        super().__init__(name=f"spool-assembly-lock-{book_id[:8]}", daemon=True)
+        self.store = store
+        self.book_id = book_id
+        self.token = token
+        self.interval = store.svc.settings.assembly_lock_ttl / 3
+        self.renewals = 0
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        """Renew until stopped or the lock is lost; a Redis hiccup is retried at the next turn."""
+        while not self._stop_event.wait(self.interval):
+            try:
+                if not self.store.renew_assembly(self.book_id, self.token):
+                    log.warning("book %s: the assembly lock was lost; stopping this assembly", self.book_id)
+                    self.lost.set()
+                    return
+                self.renewals += 1
+            except redis_lib.RedisError as exc:
+                log.warning("book %s: could not renew the assembly lock (%s); retrying", self.book_id, exc)
+
+    def check(self) -> None:
+        """Raise AssemblyLockLostError once the lock is no longer this assembly's."""
+        if self.lost.is_set():
+            raise AssemblyLockLostError(
+                f"Book {self.book_id}'s assembly lock expired or was taken over; another worker assembles "
+                "it. If this repeats, raise SPOOL_ASSEMBLY_LOCK_TTL.",
+                book_id=self.book_id,
+            )
+
+    def __enter__(self) -> LockRenewer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+
+
 def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
-    """The assembly itself (the caller holds the book's lock); returns the storage keys written."""
-    svc = store.svc
+    """Assemble a book whose segments are all done, holding (and renewing) its lock; return the keys written."""
     rec = store.record(book_id)
     if rec.state in FINISHED:
         return []
+    token = store.hold_assembly(book_id)
+    if token is None:
+        log.info("book %s: another worker holds the assembly lock; leaving the assembly to it", book_id)
+        return []
+    try:
+        with LockRenewer(store, book_id, token) as lock:
+            return _assemble(store, engine, book_id, lock)
+    except AssemblyLockLostError as exc:
+        log.warning("%s", exc.message)
+        return []
+
+
+def _chapter_pieces(
+    store: BookStore, engine: Engine, rv: ResolvedVoice, segs: list[dict[str, Any]]
+) -> Iterator[Piece]:
+    """One chapter's checkpoints, read one at a time: samples and cues (times from the chapter's start)."""
+    svc = store.svc
+    at = 0.0
+    for seg in segs:
+        key = svc.keys.segment_checkpoint(
+            segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
+        )
+        chunk = decode_checkpoint(svc.storage.get(key), plan_segment(seg))
+        yield chunk.samples, cues_from_chunks([chunk], offset=at)
+        at += chunk.duration
+
+
+def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer) -> list[str]:
+    """The assembly itself, streamed from the checkpoints to files on disk and from them to storage."""
+    svc = store.svc
+    rec = store.record(book_id)
     store.start_assembly(book_id)
     spec = rec.render_spec
     rv = dataclasses.replace(engine.check(spec.voice, spec.speed, spec.language), lexicon=store.lexicon(rec))
     plan = store.plan(book_id)
-    chapters = []
-    for chapter in plan["chapters"]:
-        chunks = []
-        for seg in plan["segments"][chapter["first"] : chapter["first"] + chapter["count"]]:
-            key = svc.keys.segment_checkpoint(
-                segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
-            )
-            chunks.append(decode_checkpoint(svc.storage.get(key), plan_segment(seg)))
-        samples = np.concatenate([c.samples for c in chunks]).astype(np.float32)
-        chapters.append(
-            ChapterAudio(
-                chapter["title"],
-                samples,
-                rv.sample_rate,
-                cues_from_chunks(chunks),
-                tuple(chapter.get("parents", ())),
-            )
+    segments = plan["segments"]
+    sources = [
+        ChapterSource(
+            chapter["title"],
+            rv.sample_rate,
+            lambda c=chapter: _chapter_pieces(
+                store, engine, rv, segments[c["first"] : c["first"] + c["count"]]
+            ),
+            tuple(chapter.get("parents", ())),
         )
+        for chapter in plan["chapters"]
+    ]
     cover = None
     cover_key = svc.keys.book_file(book_id, "cover")
     if rec.cover_type and svc.storage.exists(cover_key):
         cover = svc.storage.get(cover_key)
     keys = []
     with tempfile.TemporaryDirectory(prefix="spool-book-") as tmp:
-        out = Path(tmp)
-        manifest = assemble(
-            chapters,
+        out = Path(tmp) / "book"
+        manifest = assemble_streamed(
+            sources,
             out,
             title=rec.title or "Untitled",
             author=rec.author,
@@ -160,24 +240,35 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
             cover_type=rec.cover_type or None,
             gap=spec.gap,
             skipped=plan.get("skipped", []),
+            on_chapter=lambda _n: lock.check(),
         )
-        zipped = io.BytesIO()
+        names = [*manifest["files"], "manifest.json"]
+        zipped = Path(tmp) / "book.zip"
         with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as archive:
-            for name in [*manifest["files"], "manifest.json"]:
+            for name in names:
                 archive.write(out / name, arcname=name)
-        for name in [*manifest["files"], "manifest.json"]:
+        for name, path in [*((n, out / n) for n in names), ("book.zip", zipped)]:
+            lock.check()
             key = svc.keys.book_file(book_id, name)
-            suffix = Path(name).suffix
-            audio = AUDIO_FORMATS.get(suffix.lstrip("."))
-            content_type = _CONTENT_TYPES.get(suffix) or (
-                audio.content_type if audio else "application/octet-stream"
-            )
-            with open(out / name, "rb") as fh:
-                svc.storage.put(key, fh, content_type)
+            with open(path, "rb") as fh:
+                svc.storage.put(key, fh, _content_type(name))
             keys.append(key)
-        key = svc.keys.book_file(book_id, "book.zip")
-        svc.storage.put(key, zipped.getvalue(), "application/zip")
-        keys.append(key)
+        lock.check()
     store.succeed(book_id, manifest)
-    log.info("book %s assembled: %d chapters, %.1f min", book_id, len(chapters), manifest["duration"] / 60)
+    log.info(
+        "book %s assembled: %d chapters, %.1f min (lock renewed %d times)",
+        book_id,
+        len(sources),
+        manifest["duration"] / 60,
+        lock.renewals,
+    )
     return keys
+
+
+def _content_type(name: str) -> str:
+    """Content type of a book output by its name."""
+    if name.endswith(".zip"):
+        return "application/zip"
+    suffix = Path(name).suffix
+    audio = AUDIO_FORMATS.get(suffix.lstrip("."))
+    return _CONTENT_TYPES.get(suffix) or (audio.content_type if audio else "application/octet-stream")

@@ -55,8 +55,12 @@ def batch_spans(count: int, size: int = BATCH_SIZE, tail: int = TAIL_SEGMENTS) -
     return spans + [[i, i + 1] for i in range(bulk, count)]
 
 
-#: Seconds the assembly lock is held before another worker may take over a crashed assembly.
-ASSEMBLY_LOCK_SECONDS = 900
+
+# KEYS: the assembly lock. ARGV: the holder's token, ttl in ms. Extends the lock only for its holder.
+_RENEW_LOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 class BookNotFoundError(NotFoundError):
@@ -265,6 +269,7 @@ class BookStore:
         self.ttl = svc.settings.job_ttl
         self._plans: dict[str, dict[str, Any]] = {}
         self._sources: dict[str, dict[str, Any]] = {}
+        self._renew_lock = self.redis.register_script(_RENEW_LOCK)
 
     # -- creation -------------------------------------------------------------------------------
 
@@ -547,7 +552,10 @@ class BookStore:
         if done < rec.segments_total:
             log.debug("book %s: %d of %s segments done", book_id, done, rec.segments_total)
             return False
-        locked = bool(self.redis.set(self.keys.book_lock(book_id), "1", nx=True, ex=ASSEMBLY_LOCK_SECONDS))
+        # The value is a token naming this hold; the assembler renews the lock with it while it works.
+        token = new_id()
+        ttl = self.svc.settings.assembly_lock_ttl
+        locked = bool(self.redis.set(self.keys.book_lock(book_id), token, nx=True, ex=ttl))
         log.info(
             "book %s: all %d segments done; assembly %s",
             book_id,
@@ -555,6 +563,28 @@ class BookStore:
             "starts" if locked else "already taken",
         )
         return locked
+
+    def assembly_token(self, book_id: str) -> str | None:
+        """The token of the book's assembly lock, or None when nobody holds it."""
+        return _text(self.redis.get(self.keys.book_lock(book_id))) or None
+
+    def hold_assembly(self, book_id: str) -> str | None:
+        """The token to assemble under: the lock's (taken for this assembly), or a fresh one; None if unobtainable.
+
+        The caller of :meth:`try_assembly` (this worker's batch, or recovery on behalf of the assembly
+        task it sends) holds the lock already; with no lock (it expired) the assembler takes it anew.
+        """
+        token = self.assembly_token(book_id)
+        if token is not None:
+            return token
+        token = new_id()
+        ttl = self.svc.settings.assembly_lock_ttl
+        return token if self.redis.set(self.keys.book_lock(book_id), token, nx=True, ex=ttl) else None
+
+    def renew_assembly(self, book_id: str, token: str) -> bool:
+        """Extend the assembly lock by its TTL if ``token`` still holds it; False when it was lost."""
+        ttl_ms = int(self.svc.settings.assembly_lock_ttl * 1000)
+        return bool(self._renew_lock(keys=[self.keys.book_lock(book_id)], args=[token, ttl_ms]))
 
     def start_assembly(self, book_id: str) -> None:
         """Mark the book as being assembled (the caller holds its lock)."""

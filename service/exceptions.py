@@ -125,6 +125,18 @@ class StorageError(ServiceUnavailableError):
     code = "storage_error"
 
 
+class StorageUnavailableError(StorageError):
+    """Storage could not be reached (connection error, 5xx, throttling): waiting may fix it."""
+
+    code = "storage_unavailable"
+
+
+class AssemblyLockLostError(ConflictError):
+    """A book's assembly lock expired or was taken over while this worker assembled it."""
+
+    code = "assembly_lock_lost"
+
+
 class StorageKeyNotFoundError(NotFoundError):
     """No object is stored under the key."""
 

@@ -5,6 +5,11 @@ the job store; each chunk the engine yields is published to the job's chunk
 stream and counted in its progress; a cancel request is honoured between
 segments; the whole audio is encoded once in the job's format and uploaded. A finished
 job's webhook is only enqueued here (``service.webhooks.notify``); its own task sends it.
+
+The rendered chunks are kept on the worker's disk (:mod:`service.spill`) until the upload and
+the job's success are recorded. Storage waits out an outage for its retry window; when the
+upload still fails, the job goes back to the queue (within the job's ``SPOOL_MAX_ATTEMPTS``) and the
+next attempt uploads the kept audio without rendering it again.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,13 +26,14 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from engine.audio import AUDIO_FORMATS, encode_audio
 from engine.exceptions import SpoolError
-from service.exceptions import JobCancelledError
+from service.exceptions import JobCancelledError, StorageUnavailableError
 from service.logging import log_context
 from service.reconnect import with_reconnect
+from service.spill import SPILL_DIR, Spill, spill_digest
 from service.webhooks import notify
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from engine import AudioChunk, Engine
     from service.jobs import Job
     from service.services import Services
 
@@ -105,6 +112,10 @@ def run_synthesis(
             else:
                 log.info("stopped: the job is no longer running here")
             key = None
+        except StorageUnavailableError as exc:
+            key = None
+            if not _requeue_after_outage(svc, job, exc):
+                _fail(svc, job_id, exc.code, exc.message, exc)
         except SoftTimeLimitExceeded:
             _fail(
                 svc,
@@ -134,10 +145,31 @@ def run_synthesis(
         return key
 
 
+def _spill(svc: Services) -> Spill:
+    """This machine's spill directory (under the var directory)."""
+    return Spill(Path(svc.settings.var_dir) / SPILL_DIR)
+
+
+def _requeue_after_outage(svc: Services, job: Job, error: StorageUnavailableError) -> bool:
+    """Put a job whose upload outlasted the storage window back in the queue; False when it used its turns."""
+    if job.attempts >= svc.settings.max_attempts:
+        return False
+    if not svc.jobs.requeue_orphan(job, job.worker or ""):
+        return False
+    log.warning(
+        "storage still unavailable after %g s (%s): job requeued, its audio kept on this machine",
+        svc.settings.storage_retry_window,
+        error.message,
+    )
+    svc.enqueue(job, job.request_id)
+    return True
+
+
 def _fail(svc: Services, job_id: str, code: str, message: str, error: Exception | None = None) -> None:
     """Mark the job failed and end its chunk stream with the error."""
     log.warning("failed: %s: %s", code, message)
     with_reconnect(svc.settings.redis_retry_window, svc.jobs.fail, job_id, code, message)
+    _spill(svc).discard(job_id)  # a failed job's kept audio will not be uploaded
     try:
         svc.streams.fail(job_id, error if isinstance(error, SpoolError) else SpoolError(message))
     except Exception:
@@ -163,13 +195,23 @@ def _render(
     with_reconnect(window, svc.streams.reset, job.id)
     if with_reconnect(window, jobs.is_cancel_requested, job.id):
         raise _Cancelled
+    spill = _spill(svc)
+    digest = spill_digest(engine.model_id, voice, segments)
+    kept = spill.load(job.id, digest, segments)
+    if kept is not None:
+        log.info("uploading the audio kept from an earlier attempt (%d chunks): nothing to render", len(kept))
+    rendered: list[AudioChunk] = []
     pieces: list[np.ndarray] = []
     sample_rate = voice.sample_rate
     done = 0
     audio_seconds = 0.0
-    for chunk in engine.stream(
-        job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments, lexicon=lexicon
-    ):
+    chunks = (
+        iter(kept)
+        if kept is not None
+        else engine.stream(job.text, voice=job.voice, speed=job.speed, lang=job.language, segments=segments, lexicon=lexicon)
+    )
+    for chunk in chunks:
+        rendered.append(chunk)
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate
         with_reconnect(window, svc.streams.publish, job.id, chunk)
@@ -181,6 +223,8 @@ def _render(
             raise _Cancelled
         if should_stop is not None and done < total and should_stop():
             raise _HandBack
+    if kept is None:
+        spill.save(job.id, digest, rendered)  # kept until stored: an outage never costs a re-render
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     data = encode_audio(samples, sample_rate, job.format)
     fmt = AUDIO_FORMATS[job.format]
@@ -213,6 +257,7 @@ def _render(
             "segments_total": done,
         },
     )
+    spill.discard(job.id)
     if not succeeded:
         # Cancelled (or expired) between the last segment and now: the upload stays, the state wins.
         log.info("finished rendering but the job is now %s", jobs.get(job.id).state)

@@ -14,28 +14,135 @@ Configuration (``SPOOL_STORAGE_URL``):
 
 Keys are built by :mod:`service.keys` and checked again here, so no path outside the
 storage root or prefix can be reached.
+
+Outages are waited out: every operation but ``ping`` is retried with exponential backoff and
+full jitter for ``SPOOL_STORAGE_RETRY_WINDOW`` seconds when the failure is one that waiting can
+fix (connection refused or reset, timeouts, HTTP 5xx, throttling; for a directory: a full disk,
+an I/O error, a stale network mount). Those raise :class:`StorageUnavailableError` once the window
+is spent. A refusal (403 access denied, no such bucket, bad credentials, permission denied) is
+not retried: it raises :class:`StorageError` at once with what to fix.
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import mimetypes
 import os
+import random
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 
-from service.exceptions import StorageError, StorageKeyNotFoundError
+from config import defaults
+from service.exceptions import StorageError, StorageKeyNotFoundError, StorageUnavailableError
 from service.keys import check_storage_key, check_storage_prefix
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
+log = logging.getLogger("spool.storage")
+
+_T = TypeVar("_T")
+
 #: Bytes read per step when streaming an object.
 CHUNK_SIZE = 256 * 1024
+
+#: Part size of multipart uploads; with MULTIPART_CONCURRENCY it bounds the memory an upload holds.
+MULTIPART_CHUNK = 8 * 1024 * 1024
+
+#: Parts uploaded at once by a multipart upload.
+MULTIPART_CONCURRENCY = 2
+
+#: S3 error codes that mean "slow down" or "try again", whatever their HTTP status.
+TRANSIENT_S3_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",
+    }
+)
+
+#: File-system errors a directory backend waits out (full disk, I/O error, stale or hung network mount).
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.ETIMEDOUT,
+        errno.ESTALE,
+        errno.ENOTCONN,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+    }
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often a storage operation is retried on an outage."""
+
+    window: float = defaults.STORAGE_RETRY_WINDOW  # seconds from the first failure; 0: never retry
+    base: float = defaults.STORAGE_RETRY_BASE
+    max_delay: float = defaults.STORAGE_RETRY_MAX_DELAY
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based): full jitter under a doubling cap."""
+        return random.uniform(self.base / 2, min(self.max_delay, self.base * 2 ** (attempt - 1)))
+
+    def run(
+        self, action: str, key: str, fn: Callable[[], _T], before_retry: Callable[[], None] | None = None
+    ) -> _T:
+        """Call ``fn``; on StorageUnavailableError wait and call it again until the window is spent."""
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except StorageUnavailableError as exc:
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.window
+                attempt += 1
+                pause = self.delay(attempt)
+                if now + pause > deadline:
+                    if attempt == 1:
+                        raise
+                    raise StorageUnavailableError(
+                        f"{exc.message.rstrip('.')}; still failing after {attempt} attempts over "
+                        f"{self.window:g} s. Check that the storage is up, or raise "
+                        "SPOOL_STORAGE_RETRY_WINDOW to wait longer.",
+                        key=key,
+                    ) from exc
+                log.warning(
+                    "storage %s of %r failed (%s); retry %d in %.1f s (%.0f s of the window left)",
+                    action,
+                    key,
+                    exc.message,
+                    attempt,
+                    pause,
+                    deadline - now,
+                )
+                time.sleep(pause)
+                if before_retry is not None:
+                    before_retry()
+
+
+#: The policy of a backend built without one: no retries (tests, tools); settings give the real one.
+NO_RETRY = RetryPolicy(window=0.0)
 
 _EXTRA_TYPES = {
     ".opus": "audio/ogg",
@@ -77,12 +184,39 @@ class Storage:
     #: Short backend name for /healthz and logs.
     kind = "abstract"
 
+    #: Retries on outages (see :class:`RetryPolicy`); set from the settings by storage_from_settings.
+    retry: RetryPolicy = NO_RETRY
+
     def put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
-        """Store ``data`` (bytes or a binary file object) under ``key``, replacing any old object whole."""
+        """Store ``data`` (bytes or a binary file object) under ``key``, replacing any old object whole.
+
+        A file object is read from its current position; on a retry it is read again from there
+        (a non-seekable one is first copied to a temporary file, so it can be).
+        """
+        if isinstance(data, (bytes, bytearray, memoryview)) or self.retry.window <= 0:
+            self.retry.run("upload", key, lambda: self._put(key, data, content_type))
+            return
+        if not _seekable(data):
+            with tempfile.TemporaryFile(prefix="spool-put-") as copy:
+                shutil.copyfileobj(data, copy, CHUNK_SIZE)
+                copy.seek(0)
+                self.put(key, copy, content_type)
+            return
+        start = data.tell()
+        self.retry.run(
+            "upload", key, lambda: self._put(key, data, content_type), before_retry=lambda: data.seek(start)
+        )
+
+    def _put(self, key: str, data: bytes | BinaryIO, content_type: str | None) -> None:
+        """One upload attempt (backends implement it)."""
         raise NotImplementedError
 
     def get(self, key: str) -> bytes:
         """Return the whole object, or raise StorageKeyNotFoundError."""
+        return self.retry.run("download", key, lambda: self._get(key))
+
+    def _get(self, key: str) -> bytes:
+        """One download attempt (backends implement it)."""
         raise NotImplementedError
 
     def open_range(self, key: str, start: int = 0, end: int | None = None) -> bytes:
@@ -92,7 +226,11 @@ class Storage:
     def iter_range(
         self, key: str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
     ) -> Iterator[bytes]:
-        """Yield bytes ``start..end`` (inclusive) in pieces of at most ``chunk_size``."""
+        """Yield bytes ``start..end`` (inclusive) in pieces of at most ``chunk_size`` (opening is retried)."""
+        return self.retry.run("download", key, lambda: self._iter_range(key, start, end, chunk_size))
+
+    def _iter_range(self, key: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
+        """Open the range (backends implement it; the object is opened before this returns)."""
         raise NotImplementedError
 
     def open(self, key: str, start: int | None = None, end: int | None = None) -> IO[bytes]:
@@ -105,6 +243,10 @@ class Storage:
 
     def info(self, key: str) -> ObjectInfo:
         """Size, etag and content type of an object, or StorageKeyNotFoundError."""
+        return self.retry.run("lookup", key, lambda: self._info(key))
+
+    def _info(self, key: str) -> ObjectInfo:
+        """One lookup attempt (backends implement it)."""
         raise NotImplementedError
 
     def size(self, key: str) -> int:
@@ -113,6 +255,10 @@ class Storage:
 
     def delete(self, key: str) -> None:
         """Remove an object; a missing one is not an error."""
+        self.retry.run("delete", key, lambda: self._delete(key))
+
+    def _delete(self, key: str) -> None:
+        """One delete attempt (backends implement it)."""
         raise NotImplementedError
 
     def delete_prefix(self, prefix: str) -> int:
@@ -124,6 +270,10 @@ class Storage:
 
     def list(self, prefix: str) -> list[str]:
         """Return every key under ``prefix``, sorted."""
+        return self.retry.run("listing", prefix, lambda: self._list(prefix))
+
+    def _list(self, prefix: str) -> list[str]:
+        """One listing attempt (backends implement it)."""
         raise NotImplementedError
 
     def url(self, key: str, expires: int = 3600) -> str | None:
@@ -137,6 +287,42 @@ class Storage:
     def ping(self) -> None:
         """Raise StorageError unless the storage can be read and written."""
         raise NotImplementedError
+
+
+def _seekable(data: BinaryIO) -> bool:
+    """True when a file object can be rewound for a retry."""
+    try:
+        return bool(data.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _os_error(exc: OSError, message: str) -> StorageError:
+    """A file-system error as a storage error: one waiting can fix is StorageUnavailableError."""
+    cls = StorageUnavailableError if exc.errno in TRANSIENT_ERRNOS else StorageError
+    return cls(message)
+
+
+class _KeepOpen:
+    """A file object whose ``close`` does nothing: boto3's transfer closes what it uploads, even on failure."""
+
+    def __init__(self, fileobj: BinaryIO) -> None:
+        self._fileobj = fileobj
+
+    def read(self, size: int = -1) -> bytes:
+        return self._fileobj.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fileobj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fileobj.tell()
+
+    def seekable(self) -> bool:
+        return _seekable(self._fileobj)
+
+    def close(self) -> None:
+        """Leave the caller's file open (a retry reads it again)."""
 
 
 class _IterReader(io.RawIOBase):
@@ -180,7 +366,7 @@ class LocalStorage(Storage):
             raise StorageError(f"Storage key {key!r} resolves outside the storage root.")
         return path
 
-    def put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
+    def _put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
         """Write the object to a temporary file beside it, then rename it into place."""
         path = self._path(key)
         try:
@@ -198,26 +384,26 @@ class LocalStorage(Storage):
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise StorageError(f"Cannot write {key!r} under {self.root}: {exc.strerror or exc}.") from exc
+            raise _os_error(exc, f"Cannot write {key!r} under {self.root}: {exc.strerror or exc}.") from exc
 
-    def get(self, key: str) -> bytes:
+    def _get(self, key: str) -> bytes:
         """Read the whole file."""
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise StorageKeyNotFoundError(f"No stored object {key!r}.", key=key) from None
         except OSError as exc:
-            raise StorageError(f"Cannot read {key!r}: {exc.strerror or exc}.") from exc
+            raise _os_error(exc, f"Cannot read {key!r}: {exc.strerror or exc}.") from exc
 
-    def iter_range(
-        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
-    ) -> Iterator[bytes]:
+    def _iter_range(self, key: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
         """Yield the byte range from the file, opened before the first byte is yielded."""
         _check_range(start, end)
         try:
             handle = self._path(key).open("rb")
         except FileNotFoundError:
             raise StorageKeyNotFoundError(f"No stored object {key!r}.", key=key) from None
+        except OSError as exc:
+            raise _os_error(exc, f"Cannot read {key!r}: {exc.strerror or exc}.") from exc
         return self._iter_file(handle, start, end, chunk_size)
 
     @staticmethod
@@ -237,7 +423,7 @@ class LocalStorage(Storage):
         """True when the file exists."""
         return self._path(key).is_file()
 
-    def info(self, key: str) -> ObjectInfo:
+    def _info(self, key: str) -> ObjectInfo:
         """Size from the file system; the etag is derived from size and modification time."""
         try:
             st = self._path(key).stat()
@@ -245,7 +431,7 @@ class LocalStorage(Storage):
             raise StorageKeyNotFoundError(f"No stored object {key!r}.", key=key) from None
         return ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}", guess_content_type(key))
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         """Remove the file and any directories it leaves empty."""
         path = self._path(key)
         path.unlink(missing_ok=True)
@@ -257,7 +443,7 @@ class LocalStorage(Storage):
                 break
             parent = parent.parent
 
-    def list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         """Walk the directory tree under the prefix."""
         check_storage_prefix(prefix)
         keys = []
@@ -337,16 +523,32 @@ class S3Storage(Storage):
         return self.prefix + check_storage_key(key)
 
     def _error(self, exc: Exception, key: str, action: str) -> Exception:
-        """Translate a botocore error into a Spool storage error."""
-        from botocore.exceptions import ClientError
+        """Translate a botocore error into a Spool storage error (StorageUnavailableError if transient)."""
+        from botocore.exceptions import ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
+        where = f"bucket {self.bucket!r} at {self.endpoint_url or 'AWS'}"
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if code in ("404", "NoSuchKey", "NotFound"):
                 return StorageKeyNotFoundError(f"No stored object {key!r}.", key=key)
             if code == "InvalidRange":
                 return StorageError(f"Byte range outside {key!r}.")
-            return StorageError(f"S3 {action} of {key!r} failed: {code or exc}.")
+            if status >= 500 or status == 429 or code in TRANSIENT_S3_CODES:
+                return StorageUnavailableError(f"S3 {action} of {key!r} failed: {code or status} ({where})")
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"S3 {action} of {key!r} failed: {where} does not exist. Create it, "
+                    "or set SPOOL_S3_CREATE_BUCKET=1 (or ?create=1 in SPOOL_STORAGE_URL)."
+                )
+            return StorageError(
+                f"S3 {action} of {key!r} was refused: {code or exc} (HTTP {status or '?'}) by {where}. "
+                "Retrying will not help: check the bucket name, the credentials "
+                "(SPOOL_S3_ACCESS_KEY/SPOOL_S3_SECRET_KEY) and their permissions."
+            )
+        if isinstance(exc, (BotoConnectionError, HTTPClientError)):
+            return StorageUnavailableError(f"S3 {action} of {key!r} failed: {exc}")
         return StorageError(f"S3 {action} of {key!r} failed: {exc}.")
 
     def create_bucket(self) -> None:
@@ -368,8 +570,9 @@ class S3Storage(Storage):
             if code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise StorageError(f"Cannot create bucket {self.bucket!r}: {code}.") from exc
 
-    def put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
+    def _put(self, key: str, data: bytes | BinaryIO, content_type: str | None = None) -> None:
         """Upload in one request (bytes) or multipart (file objects); S3 replaces objects atomically."""
+        from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
         name = self._name(key)
@@ -380,11 +583,23 @@ class S3Storage(Storage):
                     Bucket=self.bucket, Key=name, Body=bytes(data), ContentType=content_type
                 )
             else:
-                self._client.upload_fileobj(data, self.bucket, name, ExtraArgs={"ContentType": content_type})
+                # Parts of MULTIPART_CHUNK, MULTIPART_CONCURRENCY at a time: memory does not grow with size.
+                transfer = TransferConfig(
+                    multipart_threshold=MULTIPART_CHUNK,
+                    multipart_chunksize=MULTIPART_CHUNK,
+                    max_concurrency=MULTIPART_CONCURRENCY,
+                )
+                self._client.upload_fileobj(
+                    _KeepOpen(data),
+                    self.bucket,
+                    name,
+                    ExtraArgs={"ContentType": content_type},
+                    Config=transfer,
+                )
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, key, "upload") from exc
 
-    def get(self, key: str) -> bytes:
+    def _get(self, key: str) -> bytes:
         """Download the whole object."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -393,9 +608,7 @@ class S3Storage(Storage):
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, key, "download") from exc
 
-    def iter_range(
-        self, key: str, start: int = 0, end: int | None = None, chunk_size: int = CHUNK_SIZE
-    ) -> Iterator[bytes]:
+    def _iter_range(self, key: str, start: int, end: int | None, chunk_size: int) -> Iterator[bytes]:
         """One ranged GET, whose body is read in pieces as the caller consumes them."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -422,7 +635,7 @@ class S3Storage(Storage):
             return False
         return True
 
-    def info(self, key: str) -> ObjectInfo:
+    def _info(self, key: str) -> ObjectInfo:
         """HEAD the object for its size, etag and content type."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -437,7 +650,7 @@ class S3Storage(Storage):
             head.get("ContentType") or guess_content_type(key),
         )
 
-    def delete(self, key: str) -> None:
+    def _delete(self, key: str) -> None:
         """Delete the object (S3 answers success for a missing one)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -446,7 +659,7 @@ class S3Storage(Storage):
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, key, "delete") from exc
 
-    def list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str) -> list[str]:
         """List every key under the prefix, page by page."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -546,8 +759,8 @@ def storage_from_url(
 
 
 def storage_from_settings(settings: Settings) -> Storage:
-    """Build the storage backend the settings describe."""
-    return storage_from_url(
+    """Build the storage backend the settings describe, retrying outages for their window."""
+    storage = storage_from_url(
         settings.storage_url,
         endpoint_url=settings.s3_endpoint_url,
         public_endpoint_url=settings.s3_public_endpoint_url,
@@ -556,3 +769,5 @@ def storage_from_settings(settings: Settings) -> Storage:
         secret_key=settings.s3_secret_key,
         create_bucket=settings.s3_create_bucket,
     )
+    storage.retry = RetryPolicy(window=float(settings.storage_retry_window))
+    return storage

@@ -152,6 +152,7 @@ def _heartbeat_record() -> dict[str, Any]:
         "current_job": _state["current_job"],
         "current_batch": _state["current_batch"],
         "jobs_done": _state["jobs_done"],
+        "segments_rendered": _state["engine"].segments_rendered if _state["engine"] is not None else 0,
     }
 
 
