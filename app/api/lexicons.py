@@ -71,8 +71,12 @@ def _lexicon_from_request() -> Lexicon:
 
 
 def _answer(body: dict[str, Any], status: int = 200) -> Response:
-    response = jsonify(body | {"links": {"self": url_for("lexicons.get_lexicon", lexicon_id=body["id"], _external=True)}})
+    """The lexicon's JSON with its link; a 201 also names it in ``Location``."""
+    link = url_for("lexicons.get_lexicon", lexicon_id=body["id"], _external=True)
+    response = jsonify(body | {"links": {"self": link}})
     response.status_code = status
+    if status == 201:
+        response.headers["Location"] = link
     return response
 
 
@@ -88,9 +92,7 @@ def _answer(body: dict[str, Any], status: int = 200) -> Response:
 def create_lexicon():  # type: ignore[no-untyped-def]
     """Store a lexicon (JSON, or a W3C PLS document with Content-Type application/pls+xml)."""
     record = _store().create(current_owner(), _lexicon_from_request())
-    response = _answer(summary(record), 201)
-    response.headers["Location"] = url_for("lexicons.get_lexicon", lexicon_id=record.id, _external=True)
-    return response
+    return _answer(summary(record), 201)
 
 
 @bp.get("")
