@@ -228,6 +228,10 @@ WEBHOOK_BACKOFF = 5.0
 #: and private deployments; empty: only public addresses.
 WEBHOOK_ALLOW: tuple[str, ...] = ()
 
+#: PEM file of extra certificate authorities trusted for https webhook receivers (beside the
+#: system's), e.g. a private deployment's own CA; empty: the system's trust store only.
+WEBHOOK_CA_FILE = ""
+
 #: Context string of a webhook secret derived from an API key (HMAC-SHA256 of it under the key).
 WEBHOOK_KEY_CONTEXT = "spool-webhook-v1"
 

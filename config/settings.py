@@ -152,6 +152,7 @@ class Settings:
     webhook_backoff: float = defaults.WEBHOOK_BACKOFF
     webhook_allow: tuple[str, ...] = defaults.WEBHOOK_ALLOW
     webhook_secret: str | None = field(default=None, repr=False)
+    webhook_ca_file: str = defaults.WEBHOOK_CA_FILE
     allow_anonymous: bool = defaults.ALLOW_ANONYMOUS
     admin_keys: tuple[str, ...] = field(default=(), repr=False)
     allowed_origins: tuple[str, ...] = defaults.ALLOWED_ORIGINS

@@ -40,7 +40,7 @@ from service.books import (
 )
 from service.exceptions import AssemblyLockLostError
 from service.lanes import claim_yield
-from service.retention import reference_checkpoint
+from service.retention import reference_checkpoint, reference_plan
 from service.states import FINISHED
 
 if TYPE_CHECKING:
@@ -84,17 +84,23 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
     plan = store.plan(book_id)
     first, end = plan["batches"][batch]
     queue = store.queue(book_id)
+
+    def checkpoint_of(seg: dict[str, Any]) -> str:
+        return svc.keys.segment_checkpoint(segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon))
+
+    # Checkpoints are referenced before they are looked for, so another book's purge keeps them
+    # (service.retention): all of them at the book's first batch, then each again as it is reached.
+    reference_plan(svc, book_id, lambda: [checkpoint_of(seg) for seg in plan["segments"]])
     keys = []
     for seg in plan["segments"][first:end]:
         if store.state(book_id) in FINISHED:
             log.info("book %s is %s: stopping", book_id, store.state(book_id))
             return keys
-        key = svc.keys.segment_checkpoint(
-            segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
-        )
+        key = checkpoint_of(seg)
         if store.is_segment_done(book_id, seg["i"]):
             keys.append(key)
             continue
+        reference_checkpoint(svc, book_id, key)
         rendered = not svc.storage.exists(key)
         if not rendered:
             seconds = _duration(svc.storage.get(key))  # rendered before: by a retry, or the same book again
@@ -113,7 +119,6 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
             store.count_render(book_id, seg["i"])
             seconds = chunk.duration
         store.segment_done(book_id, seg["i"], seconds)
-        reference_checkpoint(svc, book_id, key)  # so deleting the book knows which checkpoints it shared
         store.log_event(book_id, "segment", segment=seg["i"], worker=worker_name, rendered=int(rendered))
         keys.append(key)
     store.finish_batch(book_id, batch)

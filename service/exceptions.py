@@ -185,6 +185,16 @@ class StreamAbortedError(ServiceError):
     http_status = 502
 
 
+class ListenerGoneError(ServiceError):
+    """The client of a stream hung up while it waited for audio; the stream ends and frees its slot.
+
+    Never answered (nobody is left to read it); 499 is the status proxies log for a client that left.
+    """
+
+    code = "listener_gone"
+    http_status = 499
+
+
 # Quotas and limits (issue 14, item 5) --------------------------------------------------------------
 class QuotaExceededError(ServiceError):
     """A per-key quota or a deployment limit is used up; ``details`` name the limit, its value and the use."""

@@ -19,14 +19,19 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis as redis_lib
 
 from config import defaults
-from service.exceptions import IdempotencyConflictError, InvalidStateTransitionError, JobNotFoundError
+from service.exceptions import (
+    IdempotencyConflictError,
+    InvalidStateTransitionError,
+    JobNotFoundError,
+    ListenerGoneError,
+)
 from service.keys import Keys, check_owner, is_id, new_id
 from service.record import HashRecord, flatten, hash_mapping
 from service.states import JOB_STATES, JobState
@@ -639,11 +644,14 @@ class JobStore:
         if fields:
             self.redis.hset(self.keys.job(job_id), mapping=hash_mapping(fields))
 
-    def wait(self, job_id: str, timeout: float, *, recheck: float = 2.0) -> Job:
+    def wait(
+        self, job_id: str, timeout: float, *, recheck: float = 2.0, gone: Callable[[], bool] | None = None
+    ) -> Job:
         """Block until the job is finished or ``timeout`` seconds pass; return the job as last seen.
 
         Listens on the job's event channel (subscribed before the first read, so no change is missed)
-        and re-reads the hash every ``recheck`` seconds in case a message was dropped.
+        and re-reads the hash every ``recheck`` seconds in case a message was dropped. ``gone`` is
+        asked between reads: when the waiting client has hung up, ListenerGoneError ends the wait.
         """
         deadline = time.monotonic() + timeout
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
@@ -654,6 +662,8 @@ class JobStore:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
+                if gone is not None and gone():
+                    raise ListenerGoneError(f"The client waiting for job {job_id} hung up.", job_id=job_id)
                 message = pubsub.get_message(timeout=min(recheck, remaining))
                 if message is None or _is_state_event(message.get("data")) or remaining <= recheck:
                     job = self.get(job_id)

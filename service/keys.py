@@ -313,6 +313,10 @@ class Keys:
         """Hash: checkpoint storage key -> number of books that use it."""
         return self._k("segments", "refs")
 
+    def checkpoint_deleting(self) -> str:
+        """Hash: checkpoint storage key -> unix time until which a purge or sweep is deleting it."""
+        return self._k("segments", "deleting")
+
     def sweep_lock(self) -> str:
         """Lock held by the worker running the retention sweep (expires after one sweep interval)."""
         return self._k("sweep", "lock")

@@ -214,7 +214,8 @@ def _render(
         rendered.append(chunk)
         pieces.append(np.asarray(chunk.samples, dtype=np.float32))
         sample_rate = chunk.sample_rate
-        with_reconnect(window, svc.streams.publish, job.id, chunk)
+        # With storage: chunks the stream's byte bound trims stay replayable as parts (service.stream).
+        with_reconnect(window, svc.streams.publish, job.id, chunk, svc.storage)
         done += 1
         audio_seconds += chunk.duration
         with_reconnect(window, jobs.progress, job.id, done, max(total, done), audio_seconds)

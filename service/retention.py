@@ -7,6 +7,9 @@
   uses. Checkpoints are content-keyed and shared (the same text, voice and speed renders once), so
   each book records the checkpoints it used (``Keys.book_checkpoints``) and a reference count per
   checkpoint (``Keys.checkpoint_refs``) says how many books use it; a purge deletes those it brings to 0.
+  A book references a checkpoint before it looks for it, and the purge marks what it deletes in the
+  same script that decides it (``Keys.checkpoint_deleting``), so a book rendering at the same time
+  never counts on a file that is about to go.
 * :func:`sweep` (every worker's heartbeat; one worker per ``SPOOL_SWEEP_INTERVAL`` under a lock):
   stored job and book files whose newest object is older than ``SPOOL_RETENTION_DAYS``, and checkpoints
   older than ``SPOOL_CHECKPOINT_RETENTION_DAYS`` that no book in flight uses. Unfinished jobs and books
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from service.keys import check_id, is_id
@@ -31,28 +35,113 @@ log = logging.getLogger("spool.retention")
 #: Seconds in a day.
 DAY = 86400.0
 
-# KEYS: the book's checkpoint set, the reference counts. ARGV: checkpoint key.
+#: Seconds a checkpoint stays marked as being deleted when the purge or sweep that marked it dies
+#: before unmarking it (a book that wants the checkpoint waits at most this long, then renders it).
+DELETE_MARK_SECONDS = 120.0
+
+#: Seconds between looks at a deletion mark while a book waits for it to go.
+DELETE_MARK_POLL = 0.05
+
+# Reference counting is atomic with deletion: a purge or sweep marks a checkpoint as being deleted
+# (``Keys.checkpoint_deleting``) in the same script that decides to delete it, and a book refuses to
+# reference a marked checkpoint until the mark is gone. So a book either holds its reference before
+# the decision (the count keeps the file) or takes it after the file is gone (and renders it again).
+
+# KEYS: the book's checkpoint set, the reference counts, the deletion marks. ARGV: now, checkpoint keys.
+# References each key not being deleted; returns those that are (to be asked for again).
 _REFERENCE = """
-if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
-return 1
+local busy = {}
+for i = 2, #ARGV do
+  local key = ARGV[i]
+  local marked = tonumber(redis.call('HGET', KEYS[3], key) or '0')
+  if marked > tonumber(ARGV[1]) then
+    table.insert(busy, key)
+  else
+    if marked > 0 then redis.call('HDEL', KEYS[3], key) end
+    if redis.call('SADD', KEYS[1], key) == 1 then redis.call('HINCRBY', KEYS[2], key, 1) end
+  end
+end
+return busy
 """
 
-# KEYS: the reference counts. ARGV: checkpoint keys. Returns the keys no book references any more.
+# KEYS: the reference counts, the deletion marks. ARGV: mark-until time, checkpoint keys.
+# Returns the keys no book references any more, each marked as being deleted.
 _RELEASE = """
 local orphans = {}
-for _, key in ipairs(ARGV) do
+for i = 2, #ARGV do
+  local key = ARGV[i]
   if redis.call('HINCRBY', KEYS[1], key, -1) <= 0 then
     redis.call('HDEL', KEYS[1], key)
+    redis.call('HSET', KEYS[2], key, ARGV[1])
     table.insert(orphans, key)
   end
 end
 return orphans
 """
 
+# KEYS: the deletion marks. ARGV: mark-until time, now, checkpoint keys. Marks those not already being
+# deleted by someone else and returns them (the sweep's claim).
+_MARK = """
+local marked = {}
+for i = 3, #ARGV do
+  local until_time = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if until_time <= tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    table.insert(marked, ARGV[i])
+  end
+end
+return marked
+"""
+
+
+def reference_checkpoints(svc: Services, book_id: str, keys: Iterable[str]) -> None:
+    """Record that ``book_id`` uses these checkpoints (each counted once per book), before looking for them.
+
+    A checkpoint another book's purge (or the sweep) is deleting right now is waited for until the
+    deletion is over, so the caller then finds it gone and renders it, and never counts on a file
+    that is about to vanish.
+    """
+    pending = list(dict.fromkeys(keys))
+    book_set = svc.keys.book_checkpoints(book_id)
+    if pending:
+        held = svc.redis.smismember(book_set, pending)
+        pending = [key for key, member in zip(pending, held, strict=True) if not member]
+    while pending:
+        busy = svc.redis.eval(
+            _REFERENCE,
+            3,
+            book_set,
+            svc.keys.checkpoint_refs(),
+            svc.keys.checkpoint_deleting(),
+            repr(time.time()),
+            *pending,
+        )
+        pending = [key.decode() if isinstance(key, bytes) else key for key in busy]
+        if pending:
+            time.sleep(DELETE_MARK_POLL)
+
 
 def reference_checkpoint(svc: Services, book_id: str, key: str) -> None:
-    """Record that ``book_id`` uses checkpoint ``key`` (counted once per book)."""
-    svc.redis.eval(_REFERENCE, 2, svc.keys.book_checkpoints(book_id), svc.keys.checkpoint_refs(), key)
+    """Record that ``book_id`` uses checkpoint ``key`` (see :func:`reference_checkpoints`)."""
+    reference_checkpoints(svc, book_id, [key])
+
+
+def reference_plan(svc: Services, book_id: str, keys: Callable[[], list[str]]) -> None:
+    """At a book's first batch (it references nothing yet): reference every checkpoint of its plan.
+
+    So a purge of another book that shares them, at any time while this one renders, keeps them
+    all; later batches (and a book whose plan changed) reference each one as they reach it.
+    """
+    if not svc.redis.scard(svc.keys.book_checkpoints(book_id)):
+        reference_checkpoints(svc, book_id, keys())
+
+
+def _delete_marked(svc: Services, key: str) -> None:
+    """Delete a checkpoint this process marked, then lift the mark (also when the delete failed)."""
+    try:
+        svc.storage.delete(key)
+    finally:
+        svc.redis.hdel(svc.keys.checkpoint_deleting(), key)
 
 
 def purge_job(svc: Services, job: Any) -> int:
@@ -79,9 +168,12 @@ def purge_book(svc: Services, book_id: str, owner: str) -> int:
     keys = svc.keys
     removed = svc.storage.delete_prefix(keys.storage_key("books", book_id) + "/")
     used = sorted(m.decode() for m in svc.redis.smembers(keys.book_checkpoints(book_id)))
-    orphans = svc.redis.eval(_RELEASE, 1, keys.checkpoint_refs(), *used) if used else []
+    until = repr(time.time() + DELETE_MARK_SECONDS)
+    orphans = (
+        svc.redis.eval(_RELEASE, 2, keys.checkpoint_refs(), keys.checkpoint_deleting(), until, *used) if used else []
+    )
     for key in orphans:
-        svc.storage.delete(key.decode() if isinstance(key, bytes) else key)
+        _delete_marked(svc, key.decode() if isinstance(key, bytes) else key)
     removed += len(orphans)
     with svc.redis.pipeline(transaction=True) as pipe:
         pipe.delete(
@@ -129,14 +221,24 @@ def sweep(svc: Services, *, now: float | None = None) -> dict[str, int]:
                 removed[area] += svc.storage.delete_prefix(group + "/")
     if settings.checkpoint_retention_days > 0:
         cutoff = now - settings.checkpoint_retention_days * DAY
+        old = [key for key, modified in svc.storage.list_modified("segments/") if modified < cutoff]
+        # Mark first, then see which books in flight use them: a book that referenced one before the
+        # mark is in the set read below; one that comes after the mark waits until it is gone.
+        until = repr(time.time() + DELETE_MARK_SECONDS)
+        marked = [
+            k.decode()
+            for k in (svc.redis.eval(_MARK, 1, svc.keys.checkpoint_deleting(), until, repr(time.time()), *old) if old else [])
+        ]
         needed: set[str] = set()
         for raw in svc.redis.smembers(svc.keys.books_active()):
             needed.update(m.decode() for m in svc.redis.smembers(svc.keys.book_checkpoints(raw.decode())))
-        for key, modified in svc.storage.list_modified("segments/"):
-            if modified < cutoff and key not in needed:
-                svc.storage.delete(key)
-                svc.redis.hdel(svc.keys.checkpoint_refs(), key)
-                removed["segments"] += 1
+        for key in marked:
+            if key in needed:
+                svc.redis.hdel(svc.keys.checkpoint_deleting(), key)
+                continue
+            svc.redis.hdel(svc.keys.checkpoint_refs(), key)
+            _delete_marked(svc, key)
+            removed["segments"] += 1
     if any(removed.values()):
         log.info("retention sweep removed %s", removed)
     return removed

@@ -9,6 +9,13 @@ expires ``ttl`` seconds after its last write; before that, :meth:`ChunkStream.fi
 copies the canonical PCM and a chunk index to storage, so a finished job
 replays from there once Redis has let go of it.
 
+The stream is also bounded in bytes (``SPOOL_STREAM_MAX_BYTES``): past it the oldest chunks leave
+Redis. The worker stores them first, as numbered *parts* under ``jobs/<id>/stream-parts/`` (PCM
+plus a chunk index each; the info hash lists them), and the trim never deletes a chunk that is
+not in a part yet. A late listener of the running job replays the parts chunk by chunk, then
+goes on from Redis without a gap or an overlap; the parts are deleted once the job's whole
+replay is stored (deleting the job, or the retention sweep, removes any left behind).
+
 Entry fields: ``type`` (chunk, end, error), ``seq``, ``offset`` (samples of the
 job before this entry), and for chunks ``rate``, ``samples``, ``pcm`` (s16le
 mono) and ``meta`` (JSON: segment index, text span and text, chunk-relative
@@ -26,7 +33,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +42,13 @@ import redis as redis_lib
 
 from engine.audio import AUDIO_FORMATS, STREAM_FORMATS, StreamEncoder, normalize_format, to_pcm16, wav_header
 from engine.exceptions import SpoolError
-from service.exceptions import ConflictError, InvalidRequestError, ServiceError
+from service.exceptions import (
+    ConflictError,
+    InvalidRequestError,
+    ListenerGoneError,
+    ServiceError,
+    StorageKeyNotFoundError,
+)
 from service.keys import Keys
 from service.states import FINISHED
 
@@ -60,14 +73,34 @@ REPLAY_INDEX = "chunks.json"
 #: Version of the chunk index format written by :meth:`ChunkStream.finish`.
 INDEX_VERSION = 1
 
-#: Job states after which no more chunks come.
+#: Folder (under the job's storage area) of the parts: chunks stored before the byte bound trims them.
+PARTS_DIR = "stream-parts"
 
-# KEYS: stream, channel, info hash (PCM bytes held, first seq kept).
+# The byte-bound trim of the append script. Deletes the oldest chunk entries while the stream holds
+# more than max_bytes PCM bytes, never the entry ``keep_id`` (the newest) and, when ``floor`` >= 0,
+# never a chunk with seq >= floor (one not yet stored as a part: ChunkStream._store_part).
+# ``trimmed_before`` in the info hash says which seq is the first still held.
+_TRIM_LOOP = """
+while max_bytes > 0 and total > max_bytes do
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+  if #first == 0 or first[1][1] == keep_id then break end
+  local f = first[1][2]
+  local h = {}
+  for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
+  if h['type'] ~= 'chunk' then break end
+  if floor >= 0 and tonumber(h['seq']) >= floor then break end
+  redis.call('XDEL', KEYS[1], first[1][1])
+  total = redis.call('HINCRBY', KEYS[3], 'bytes', -2 * tonumber(h['samples']))
+  redis.call('HSET', KEYS[3], 'trimmed_before', tonumber(h['seq']) + 1)
+end
+"""
+
+# KEYS: stream, channel, info hash (PCM bytes held, first seq kept, stored parts).
 # ARGV: type, maxlen, ttl, rate, samples, pcm, meta json, wake-up json tail (starts with ',' or '}'),
-# max bytes (0: no byte bound). Past max bytes the oldest chunk entries are deleted (never the newest)
-# and ``trimmed_before`` in the info hash says which seq is the first still held.
-# Returns {seq, offset, 1} when appended; {seq, offset, 0} when the stream was already closed by an
-# end or error entry (that entry's seq and offset), so finish and fail are idempotent.
+# max bytes (0: no byte bound), trim floor (-1: none; see _TRIM_LOOP).
+# Returns {seq, offset, 1, bytes held, first seq held} when appended; {seq, offset, 0, 0, 0} when the
+# stream was already closed by an end or error entry (that entry's seq and offset), so finish and fail
+# are idempotent.
 _APPEND = """
 local seq, offset = 0, 0
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -76,34 +109,23 @@ if #last > 0 then
   local h = {}
   for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
   if h['type'] ~= 'chunk' then
-    return {tonumber(h['seq']), tonumber(h['offset']), 0}
+    return {tonumber(h['seq']), tonumber(h['offset']), 0, 0, 0}
   end
   seq = tonumber(h['seq']) + 1
   offset = tonumber(h['offset']) + tonumber(h['samples'])
 end
 local id = '0-' .. string.format('%d', seq + 1)
 local kind = ARGV[1]
+local total = 0
 if kind == 'chunk' then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'type', kind, 'seq', seq, 'offset', offset,
              'rate', ARGV[4], 'samples', ARGV[5], 'pcm', ARGV[6], 'meta', ARGV[7])
+  total = redis.call('HINCRBY', KEYS[3], 'bytes', 2 * tonumber(ARGV[5]))
+  local max_bytes, floor, keep_id = tonumber(ARGV[9]), tonumber(ARGV[10]), id
+""" + _TRIM_LOOP + """
 else
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'type', kind, 'seq', seq, 'offset', offset,
              'rate', ARGV[4], 'samples', '0', 'meta', ARGV[7])
-end
-if kind == 'chunk' then
-  local total = redis.call('HINCRBY', KEYS[3], 'bytes', 2 * tonumber(ARGV[5]))
-  local max_bytes = tonumber(ARGV[9])
-  while max_bytes > 0 and total > max_bytes do
-    local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-    if #first == 0 or first[1][1] == id then break end
-    local f = first[1][2]
-    local h = {}
-    for i = 1, #f, 2 do h[f[i]] = f[i + 1] end
-    if h['type'] ~= 'chunk' then break end
-    redis.call('XDEL', KEYS[1], first[1][1])
-    total = redis.call('HINCRBY', KEYS[3], 'bytes', -2 * tonumber(h['samples']))
-    redis.call('HSET', KEYS[3], 'trimmed_before', tonumber(h['seq']) + 1)
-  end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
@@ -112,7 +134,7 @@ if tonumber(ARGV[4]) > 0 then start_time = offset / tonumber(ARGV[4]) end
 redis.call('PUBLISH', KEYS[2], '{"type":"' .. kind .. '","seq":' .. string.format('%d', seq) ..
            ',"offset":' .. string.format('%d', offset) .. ',"start_time":' ..
            string.format('%.6f', start_time) .. ARGV[8])
-return {seq, offset, 1}
+return {seq, offset, 1, total, tonumber(redis.call('HGET', KEYS[3], 'trimmed_before') or '0')}
 """
 
 
@@ -253,18 +275,40 @@ def _error_meta(error: BaseException | str) -> dict[str, str]:
 
 
 class _Recording:
-    """A job's chunks as this process publishes them: PCM spooled to disk past 16 MB, and the index rows."""
+    """A job's chunks as this process publishes them: PCM spooled to disk past 16 MB, and the index rows.
+
+    Also which of them are stored as parts (``durable``: chunks 0..durable-1) and the parts' list.
+    """
 
     def __init__(self) -> None:
         self.spool = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115 (closed by close())
         self.chunks: list[dict[str, Any]] = []
         self.rate = 0
         self.bytes = 0
+        self.durable = 0
+        self.parts: list[dict[str, int]] = []
+        #: False once a part could not be stored: the bound then trims as if there were no parts.
+        self.parts_ok = True
+        #: What the live stream held after the last append: PCM bytes, and the first seq still there.
+        self.held = 0
+        self.first_held = 0
+
+    def needs_part(self, size: int, max_bytes: int) -> bool:
+        """True when appending ``size`` bytes would make the bound trim a chunk not yet in a part."""
+        total = self.held + size
+        seq = self.first_held
+        while total > max_bytes and seq < len(self.chunks):
+            if seq >= self.durable:
+                return True
+            total -= self.chunks[seq]["bytes"]
+            seq += 1
+        return False
 
     def add(self, seq: int, offset: int, rate: int, pcm: bytes, meta: Mapping[str, Any]) -> bool:
         """Append one chunk; False when it is not the next in order (the recording is then useless)."""
         if seq != len(self.chunks):
             return False
+        self.spool.seek(0, 2)
         self.spool.write(pcm)
         self.rate = self.rate or rate
         self.chunks.append(
@@ -272,6 +316,13 @@ class _Recording:
         )
         self.bytes += len(pcm)
         return True
+
+    def read(self, start: int, end: int) -> bytes:
+        """PCM bytes ``start`` to ``end`` (exclusive) of what was recorded."""
+        self.spool.seek(start)
+        data = self.spool.read(end - start)
+        self.spool.seek(0, 2)
+        return data
 
     def store(self, storage: Storage, key: str) -> tuple[list[dict[str, Any]], int, int]:
         """Upload the PCM under ``key``; return (index rows, sample rate, bytes)."""
@@ -282,6 +333,37 @@ class _Recording:
     def close(self) -> None:
         """Discard the spooled PCM."""
         self.spool.close()
+
+
+def _replay_rows(
+    storage: Storage, pcm_key: str, rows: list[dict[str, Any]], audio: bool
+) -> Iterator[StreamEvent]:
+    """Chunk events of index rows over one stored PCM object, read piece by piece (or without PCM)."""
+    if not rows:
+        return
+    if not audio:
+        for entry in rows:
+            yield StreamEvent(
+                "chunk", entry["seq"], entry["offset"], entry["rate"], b"", entry["meta"], entry["bytes"] // 2
+            )
+        return
+    first = rows[0]["byte_offset"]
+    last = rows[-1]["byte_offset"] + rows[-1]["bytes"] - 1
+    buffer = bytearray()
+    pieces = storage.iter_range(pcm_key, first, last) if last >= first else iter(())
+    position = first
+    for entry in rows:
+        end = entry["byte_offset"] + entry["bytes"]
+        while position + len(buffer) < end:
+            piece = next(pieces, None)
+            if piece is None:
+                break
+            buffer += piece
+        take = end - position
+        pcm = bytes(buffer[:take])
+        del buffer[:take]
+        position = end
+        yield StreamEvent("chunk", entry["seq"], entry["offset"], entry["rate"], pcm, entry["meta"])
 
 
 class ChunkStream:
@@ -319,12 +401,13 @@ class ChunkStream:
         pcm: bytes = b"",
         meta: Mapping[str, Any],
         wake: Mapping[str, Any],
-    ) -> tuple[int, int, bool]:
-        """Append one entry and publish its wake-up; returns (seq, offset, appended)."""
+        floor: int = -1,
+    ) -> tuple[int, int, bool, int, int]:
+        """Append one entry and publish its wake-up; returns (seq, offset, appended, bytes held, first seq held)."""
         tail = json.dumps(dict(wake), separators=(",", ":"))
         # The script writes the opening fields (type, seq, offset, start_time); the rest follows them.
         tail = "}" if tail == "{}" else "," + tail[1:]
-        seq, offset, appended = self._append(
+        seq, offset, appended, held, first_held = self._append(
             keys=[self.keys.job_chunks(job_id), self.keys.job_events(job_id), self.keys.job_chunks_info(job_id)],
             args=[
                 kind,
@@ -336,12 +419,17 @@ class ChunkStream:
                 json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=False),
                 tail,
                 self.max_bytes,
+                int(floor),
             ],
         )
-        return int(seq), int(offset), bool(appended)
+        return int(seq), int(offset), bool(appended), int(held), int(first_held)
 
-    def publish(self, job_id: str, chunk: Any) -> int:
-        """Append a rendered chunk (an ``engine.AudioChunk``) and wake listeners; returns its seq."""
+    def publish(self, job_id: str, chunk: Any, storage: Storage | None = None) -> int:
+        """Append a rendered chunk (an ``engine.AudioChunk``) and wake listeners; returns its seq.
+
+        With ``storage`` and a byte bound, chunks the append would trim are first stored as a part,
+        so a late listener of the running job replays them (see :meth:`_store_part`).
+        """
         meta = chunk_meta(chunk)
         pcm = to_pcm16(chunk.samples)
         rate = int(chunk.sample_rate)
@@ -353,44 +441,118 @@ class ChunkStream:
             "words": meta["words"],
             "speech_end": meta["speech_end"],
         }
-        seq, offset, appended = self._write(job_id, "chunk", rate=rate, pcm=pcm, meta=meta, wake=wake)
+        recording = self._recordings.get(job_id)
+        floor = -1  # without parts the bound trims any chunk (a late listener then gets a 410)
+        if storage is not None and self.max_bytes > 0 and recording is not None and recording.parts_ok:
+            if recording.needs_part(len(pcm), self.max_bytes):
+                self._store_part(job_id, recording, storage)
+            floor = recording.durable if recording.parts_ok else -1
+        seq, offset, appended, held, first_held = self._write(
+            job_id, "chunk", rate=rate, pcm=pcm, meta=meta, wake=wake, floor=floor
+        )
         if not appended:
             raise StreamClosedError(
                 f"The chunk stream of job {job_id} already ended (entry {seq}); call reset() before "
                 "rendering the job again.",
                 job_id=job_id,
             )
-        recording = self._recordings.get(job_id)
         if recording is None and seq == 0:
             recording = self._recordings[job_id] = _Recording()
         if recording is not None:
             if not recording.add(seq, offset, rate, pcm, meta):
                 self._drop_recording(job_id)  # out of order: finish() falls back to the Redis stream
+            else:
+                recording.held, recording.first_held = held, first_held
         return seq
 
+    def part_keys(self, job_id: str, number: int) -> tuple[str, str]:
+        """Storage keys of part ``number`` of a running job: its PCM and its chunk index."""
+        name = f"{number:05d}"
+        return (
+            self.keys.storage_key("jobs", job_id, PARTS_DIR, f"{name}.pcm"),
+            self.keys.storage_key("jobs", job_id, PARTS_DIR, f"{name}.json"),
+        )
+
+    def parts_prefix(self, job_id: str) -> str:
+        """Storage prefix of a job's parts."""
+        return self.keys.storage_key("jobs", job_id, PARTS_DIR) + "/"
+
+    def _store_part(self, job_id: str, recording: _Recording, storage: Storage) -> None:
+        """Store every chunk not yet in a part as the next part, and list it, before the bound trims them.
+
+        Called just before an append that would otherwise have to trim a chunk not yet stored, so
+        each part holds about the bound's worth of chunks and Redis never holds more than the bound.
+        If storage fails, parts stop for this job and the bound trims freely (late listeners get 410).
+        """
+        rows = recording.chunks[recording.durable :]
+        if not rows:
+            return
+        start = rows[0]["byte_offset"]
+        end = rows[-1]["byte_offset"] + rows[-1]["bytes"]
+        number = len(recording.parts)
+        pcm_key, index_key = self.part_keys(job_id, number)
+        index = {
+            "version": INDEX_VERSION,
+            "job_id": job_id,
+            "part": number,
+            "first": rows[0]["seq"],
+            "end": rows[-1]["seq"] + 1,
+            "bytes": end - start,
+            "chunks": [{**row, "byte_offset": row["byte_offset"] - start} for row in rows],
+        }
+        try:
+            storage.put(pcm_key, recording.read(start, end), content_type=AUDIO_FORMATS["pcm"].content_type)
+            storage.put(index_key, json.dumps(index, ensure_ascii=False).encode(), content_type="application/json")
+        except (SpoolError, OSError):
+            log.warning("job %s: could not store stream part %d; late listeners may get a gap", job_id, number, exc_info=True)
+            recording.parts_ok = False
+            return
+        recording.parts.append({"n": number, "first": index["first"], "end": index["end"]})
+        recording.durable = index["end"]
+        # Listed before the append that trims its chunks, so a reader who sees them trimmed finds the part.
+        self.redis.hset(
+            self.keys.job_chunks_info(job_id),
+            mapping={"parts": json.dumps(recording.parts, separators=(",", ":")), "durable_before": recording.durable},
+        )
+
+    def _remove_parts(self, job_id: str, storage: Storage) -> None:
+        """Delete a finished job's parts (its whole replay is stored now) and forget them."""
+        try:
+            storage.delete_prefix(self.parts_prefix(job_id))
+            self.redis.hdel(self.keys.job_chunks_info(job_id), "parts", "durable_before")
+        except (SpoolError, OSError, redis_lib.RedisError):
+            # Deleting the job (or the retention sweep) removes them later.
+            log.warning("job %s: could not remove its stream parts", job_id, exc_info=True)
+
     def finish(self, job_id: str, storage: Storage, totals: Mapping[str, Any]) -> int:
-        """Store the canonical replay (PCM and chunk index), then append the end entry; returns its seq."""
+        """Store the canonical replay (PCM and chunk index), append the end entry, drop the parts; returns its seq."""
+        recording = self._recordings.get(job_id)
+        had_parts = recording is not None and bool(recording.parts)
         try:
             self.save_replay(job_id, storage)
         except (SpoolError, OSError, redis_lib.RedisError):
             # Live listeners still get every chunk; only late ones (after the stream expires) lose out.
             log.exception("could not store the replay of job %s", job_id)
+            had_parts = False  # the parts are all a late listener has now
         finally:
             self._drop_recording(job_id)
-        seq, _, _ = self._write(
+        seq, _, _, _, _ = self._write(
             job_id,
             "end",
             rate=int(totals.get("sample_rate") or 0),
             meta=dict(totals),
             wake={"totals": totals},
         )
+        if had_parts:
+            # After the end entry: a listener still reading parts finds the whole replay (see events()).
+            self._remove_parts(job_id, storage)
         return seq
 
     def fail(self, job_id: str, error: BaseException | str) -> int:
         """Append an error entry (the job failed or was cancelled) and wake listeners; returns its seq."""
         meta = _error_meta(error)
         self._drop_recording(job_id)
-        seq, _, _ = self._write(job_id, "error", meta=meta, wake={"error": meta})
+        seq, _, _, _, _ = self._write(job_id, "error", meta=meta, wake={"error": meta})
         return seq
 
     def reset(self, job_id: str) -> None:
@@ -411,23 +573,45 @@ class ChunkStream:
         """First chunk seq the live stream still holds after byte trimming (0: nothing trimmed)."""
         return int(self.redis.hget(self.keys.job_chunks_info(job_id), "trimmed_before") or 0)
 
-    def check_replayable(self, job_id: str, from_seq: int, state: str) -> None:
-        """Raise StreamGapError (410) when chunks from ``from_seq`` were trimmed and storage cannot replay them.
+    def parts(self, job_id: str) -> list[dict[str, int]]:
+        """The parts a running job's chunks are stored in so far: ``{n, first, end}`` each, in order."""
+        raw = self.redis.hget(self.keys.job_chunks_info(job_id), "parts")
+        try:
+            parts = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return parts if isinstance(parts, list) else []
 
-        A succeeded job replays trimmed chunks from storage; a running one cannot (they exist only in the
-        worker until the job ends), so its late listener is told where the live stream starts.
+    def _parts_cover(self, job_id: str, from_seq: int, first_held: int) -> bool:
+        """True when stored parts hold every chunk from ``from_seq`` up to ``first_held``."""
+        at = from_seq
+        for part in self.parts(job_id):
+            if part["first"] <= at < part["end"]:
+                at = part["end"]
+        return at >= first_held
+
+    def check_replayable(self, job_id: str, from_seq: int, state: str) -> None:
+        """Raise StreamGapError (410) when chunks from ``from_seq`` were trimmed and nothing can replay them.
+
+        A succeeded job replays trimmed chunks from storage, a running one from its stored parts (the
+        worker stores chunks before the byte bound trims them); only when that failed, or the stream
+        was trimmed by its entry count, is the late listener told where the live stream starts.
         """
         if state == "succeeded":
             return
         first = self.trimmed_before(job_id)
-        if from_seq < first:
-            raise StreamGapError(
-                f"Chunks {from_seq}..{first - 1} of job {job_id} have left the live buffer (SPOOL_STREAM_MAX_BYTES="
-                f"{self.max_bytes}); listen from={first} to follow it live, or fetch /v1/jobs/{job_id}/audio "
-                "once it has succeeded (the stream then replays from storage).",
-                job_id=job_id,
-                first_available=first,
-            )
+        if from_seq >= first or self._parts_cover(job_id, from_seq, first):
+            return
+        closing = self._closing_entry(self.keys.job_chunks(job_id))
+        if closing is not None and closing.type == "end":
+            return  # finished a moment ago: the whole replay is stored
+        raise StreamGapError(
+            f"Chunks {from_seq}..{first - 1} of job {job_id} have left the live buffer (SPOOL_STREAM_MAX_BYTES="
+            f"{self.max_bytes}); listen from={first} to follow it live, or fetch /v1/jobs/{job_id}/audio "
+            "once it has succeeded (the stream then replays from storage).",
+            job_id=job_id,
+            first_available=first,
+        )
 
     # Replay to storage ---------------------------------------------------------------------------
     def replay_keys(self, job_id: str) -> tuple[str, str]:
@@ -525,35 +709,7 @@ class ChunkStream:
             return
         chunks = [c for c in index["chunks"] if c["seq"] >= from_seq]
         pcm_key, _ = self.replay_keys(job_id)
-        if chunks and not audio:
-            for entry in chunks:
-                yield StreamEvent(
-                    "chunk",
-                    entry["seq"],
-                    entry["offset"],
-                    entry["rate"],
-                    b"",
-                    entry["meta"],
-                    entry["bytes"] // 2,
-                )
-        elif chunks:
-            first = chunks[0]["byte_offset"]
-            last = chunks[-1]["byte_offset"] + chunks[-1]["bytes"] - 1
-            buffer = bytearray()
-            pieces = storage.iter_range(pcm_key, first, last) if last >= first else iter(())
-            position = first
-            for entry in chunks:
-                end = entry["byte_offset"] + entry["bytes"]
-                while position + len(buffer) < end:
-                    piece = next(pieces, None)
-                    if piece is None:
-                        break
-                    buffer += piece
-                take = end - position
-                pcm = bytes(buffer[:take])
-                del buffer[:take]
-                position = end
-                yield StreamEvent("chunk", entry["seq"], entry["offset"], entry["rate"], pcm, entry["meta"])
+        yield from _replay_rows(storage, pcm_key, chunks, audio)
         total_seq = len(index["chunks"])
         totals = {
             "segments": total_seq,
@@ -563,6 +719,31 @@ class ChunkStream:
             "replayed_from": "storage",
         }
         yield StreamEvent("end", total_seq, index.get("samples", 0), index.get("sample_rate", 0), b"", totals)
+
+    def _replay_parts(
+        self, job_id: str, storage: Storage, from_seq: int, audio: bool = True
+    ) -> Generator[StreamEvent, None, int]:
+        """Replay a running job's stored parts from ``from_seq``, one chunk at a time; return the next seq.
+
+        Stops early (returning how far it got) at a part that is gone: the job finished and removed
+        its parts, and its whole replay is stored by then.
+        """
+        next_seq = from_seq
+        for part in self.parts(job_id):
+            if part["end"] <= next_seq:
+                continue
+            if part["first"] > next_seq:
+                break
+            pcm_key, index_key = self.part_keys(job_id, int(part["n"]))
+            try:
+                index = json.loads(storage.get(index_key))
+                rows = [row for row in index["chunks"] if row["seq"] >= next_seq]
+                for event in _replay_rows(storage, pcm_key, rows, audio):
+                    yield event
+                    next_seq = event.seq + 1
+            except StorageKeyNotFoundError:
+                return next_seq
+        return next_seq
 
     # Reading -------------------------------------------------------------------------------------
     def _range(self, job_id: str, from_seq: int, count: int | None = None) -> Iterator[StreamEvent]:
@@ -629,15 +810,18 @@ class ChunkStream:
         timeout: float = IDLE_TIMEOUT,
         storage: Storage | None = None,
         audio: bool = True,
+        gone: Callable[[], bool] | None = None,
     ) -> Iterator[StreamEvent]:
         """Yield the job's chunks from ``from_seq`` on, then ``end`` or ``error``; waits for live ones.
 
         Replays what the stream holds, then follows it with blocking reads, re-checking the job's
-        state between reads so a job that fails, is cancelled or vanishes ends the iteration. A job
-        whose stream has expired replays from ``storage``. With ``follow=False`` only what is there
-        now is yielded. ``timeout`` bounds the wait for the next chunk (an ``error`` event with code
+        state between reads so a job that fails, is cancelled or vanishes ends the iteration. Chunks
+        the byte bound trimmed come from ``storage``: the running job's parts, or a finished job's
+        replay (also once its stream has expired). With ``follow=False`` only what is there now is
+        yielded. ``timeout`` bounds the wait for the next chunk (an ``error`` event with code
         ``stream_timeout`` ends the iteration then). ``audio=False`` skips reading PCM from storage
-        (captions only; events from Redis carry their PCM regardless).
+        (captions only; events from Redis carry their PCM regardless). ``gone`` is asked before each
+        wait: when it says the listener has hung up, ListenerGoneError ends the iteration.
         """
         if from_seq < 0:
             raise InvalidRequestError(f"from must be 0 or more, got {from_seq}.", field="from")
@@ -646,20 +830,34 @@ class ChunkStream:
         last_progress = time.monotonic()
         grace_used = False
         while True:
+            gap_at = -1
             for event in self._range(job_id, next_seq):
                 if event.seq > next_seq:
-                    job_state = self.job_state(job_id)
-                    if storage is not None and job_state.get("state") == "succeeded":
-                        # Trimmed from the live buffer, but the job's whole replay is stored.
-                        yield from self._replay_stored(job_id, storage, next_seq, job_state, audio)
-                        return
-                    yield self._gap_error(job_id, next_seq, event.seq)
-                    return
+                    gap_at = event.seq
+                    break
                 yield event
                 if event.type != "chunk":
                     return
                 next_seq = event.seq + 1
                 last_progress = time.monotonic()
+            if gap_at >= 0:
+                # Trimmed from the live buffer: from the running job's parts, then back to Redis (which
+                # may have trimmed further meanwhile: the next round replays the newer parts).
+                job_state = self.job_state(job_id)
+                succeeded = job_state.get("state") == "succeeded"
+                if storage is not None and not succeeded:
+                    resumed = yield from self._replay_parts(job_id, storage, next_seq, audio)
+                    if resumed > next_seq:
+                        next_seq = resumed
+                        last_progress = time.monotonic()
+                        continue
+                closing = self._closing_entry(key)
+                if storage is not None and (succeeded or (closing is not None and closing.type == "end")):
+                    # The job's whole replay is stored (parts are removed after it is).
+                    yield from self._replay_stored(job_id, storage, next_seq, job_state, audio)
+                    return
+                yield self._gap_error(job_id, next_seq, gap_at)
+                return
             closing = self._closing_entry(key)
             if closing is not None and closing.seq < next_seq:
                 # Asked for chunks past the end (or resumed after the last one): only the end is left.
@@ -691,6 +889,10 @@ class ChunkStream:
                     f"from={next_seq} to continue.",
                 )
                 return
+            if gone is not None and gone():
+                raise ListenerGoneError(
+                    f"The listener of job {job_id} hung up while waiting for chunk {next_seq}.", job_id=job_id
+                )
             self._wait_entry(key, next_seq, self.block_ms)
 
     def _closing_entry(self, key: str) -> StreamEvent | None:

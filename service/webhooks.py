@@ -283,13 +283,30 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-def post(target: Target, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """The TLS context of https deliveries: the system's CAs plus ``ca_file``'s, hostname checked."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise DeliveryError(
+                f"SPOOL_WEBHOOK_CA_FILE could not be loaded ({type(exc).__name__}); give a readable PEM file."
+            ) from None
+    return context
+
+
+def post(
+    target: Target, body: bytes, headers: Mapping[str, str], timeout: float, *, ca_file: str = ""
+) -> int:
     """POST ``body`` to the checked target within ``timeout`` seconds in all; return the HTTP status.
 
-    Connects to the checked addresses only (the name goes in Host and SNI), reads nothing but the
-    status line, and never follows a redirect: a 3xx is returned as it is.
+    Connects to the checked addresses only (the name goes in Host and SNI, and an https receiver's
+    certificate must be valid for the name, trusted by the system or ``ca_file``), reads nothing
+    but the status line, and never follows a redirect: a 3xx is returned as it is.
     """
     deadline = time.monotonic() + timeout
+    context = tls_context(ca_file) if target.scheme == "https" else None
     last_error: Exception | None = None
     for address in target.addresses:
         try:
@@ -298,8 +315,7 @@ def post(target: Target, body: bytes, headers: Mapping[str, str], timeout: float
             last_error = exc
             continue
         try:
-            if target.scheme == "https":
-                context = ssl.create_default_context()
+            if context is not None:
                 sock.settimeout(_remaining(deadline))
                 sock = context.wrap_socket(sock, server_hostname=target.host)
             host = f"[{target.host}]" if ":" in target.host else target.host
@@ -423,7 +439,9 @@ def deliver(svc: Services, job_id: str, attempt: int) -> float | None:
         svc.jobs.set_fields(job.id, webhook_state="refused", webhook_attempts=attempt)
         return None
     try:
-        status = post(target, body, headers, max(0.0, deadline - time.monotonic()))
+        status = post(
+            target, body, headers, max(0.0, deadline - time.monotonic()), ca_file=settings.webhook_ca_file
+        )
         ok = 200 <= status < 300
         retry = not ok and status in RETRY_STATUSES
         log.info("webhook for job %s to %s answered %d (attempt %d)", job.id, url, status, attempt)

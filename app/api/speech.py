@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response, g, request
 
 from app import services
 from app.api import job_links, json_body
@@ -21,6 +21,7 @@ from app.api.jobs import idempotency_key
 from app.api.stream import speech_events_response, stream_job_response, stream_slot
 from app.apidoc import AUDIO_OR_SSE, SUBMIT_HEADERS, operation
 from app.auth import current_owner
+from app.hangup import hangup_probe
 from app.schemas import INSTRUCTIONS_NOTE, OpenAIError, ParsedSpeech, SpeechRequest, parse_speech_request
 from engine.audio import AUDIO_FORMATS
 from engine.exceptions import SpoolError
@@ -109,7 +110,8 @@ def create_speech():  # type: ignore[no-untyped-def]
     if req.stream:
         return stream_job_response(job.id, job.format, extra_headers=headers, slot=slot)
     try:
-        job = svc.jobs.wait(job.id, settings.speech_timeout)
+        # A client that hangs up while it waits frees its slot within a poll (app/hangup.py).
+        job = svc.jobs.wait(job.id, settings.speech_timeout, gone=hangup_probe(request.environ))
     finally:
         slot.release()
     details = {"job_id": job.id, "job_url": job_links(job.id)["self"]}

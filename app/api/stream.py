@@ -8,6 +8,10 @@ bytes, OpenAI's default) and :func:`speech_events_response` (OpenAI's ``stream_f
 * ``GET /v1/jobs/<id>/events`` is an SSE stream: a ``state`` snapshot first, then ``state``,
   ``progress``, ``chunk`` (captions on the job's timeline, ``id:`` = chunk seq) and ``end`` or
   ``error``; a heartbeat comment every ~15 s; ``Last-Event-ID`` (or ``?from=N``) resumes the chunks.
+
+Every stream holds an open-stream slot until it ends. While one waits for chunks (a queued job)
+it looks at its client's socket about once a second (``app.hangup``), so a client that hung up
+frees its slot within seconds, not when the job renders.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -24,8 +28,9 @@ from flask import Blueprint, Response, request, stream_with_context
 from app import services
 from app.api import job_payload
 from app.auth import current_owner
+from app.hangup import hangup_probe
 from engine.audio import AUDIO_FORMATS, STREAM_FORMATS
-from service.exceptions import JobNotReadyError, StreamAbortedError
+from service.exceptions import JobNotReadyError, ListenerGoneError, StreamAbortedError
 from service.jobs import Job
 from service.logging import bind_job
 from service.quotas import StreamSlot
@@ -45,6 +50,10 @@ bp = Blueprint("stream", __name__, url_prefix="/v1/jobs")
 
 #: Seconds between SSE heartbeat comments (proxies drop connections idle for a minute or more).
 HEARTBEAT_SECONDS = 15.0
+
+#: Seconds between heartbeats on a server that exposes no socket to probe (app/hangup.py): the
+#: comments are then what finds a hung-up client (the second write after its close fails).
+UNPROBED_HEARTBEAT_SECONDS = 3.0
 
 #: Seconds one pub/sub poll waits before the job's state is re-read.
 POLL_SECONDS = 1.0
@@ -81,11 +90,16 @@ def stream_slot() -> StreamSlot:
 
 
 def _held(body: Iterator[Any], slot: StreamSlot) -> Iterator[Any]:
-    """``body``, renewing the stream slot's lease while it sends and releasing it when it ends."""
+    """``body``, renewing the stream slot's lease while it sends and releasing it when it ends.
+
+    A body that finds its client gone while it waits (ListenerGoneError) just ends: nobody reads on.
+    """
     try:
         for item in body:
             slot.touch()
             yield item
+    except ListenerGoneError as exc:
+        log.info("%s", exc.message)
     finally:
         slot.release()
         close = getattr(body, "close", None)
@@ -132,7 +146,8 @@ def stream_job_response(
             error_code=meta.get("code"),
         )
 
-    body = iter_encoded(svc.streams.events(job.id, from_seq, storage=svc.storage), fmt, rate, on_error=on_error)
+    events = svc.streams.events(job.id, from_seq, storage=svc.storage, gone=hangup_probe(request.environ))
+    body = iter_encoded(events, fmt, rate, on_error=on_error)
     headers = {
         "Content-Type": AUDIO_FORMATS[fmt].content_type + (f";rate={rate};channels=1" if fmt == "pcm" else ""),
         "Cache-Control": "no-store",
@@ -161,6 +176,7 @@ def speech_events_response(
         raise
     chunks = 0
     failure: dict[str, Any] = {}
+    gone = hangup_probe(request.environ)
 
     def counted(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
         nonlocal chunks
@@ -177,7 +193,7 @@ def speech_events_response(
         failure.update(event.meta)
 
     def body() -> Iterator[str]:
-        events = counted(svc.streams.events(job.id, 0, storage=svc.storage))
+        events = counted(svc.streams.events(job.id, 0, storage=svc.storage, gone=gone))
         for data in iter_encoded(events, fmt, rate, on_error=on_error):
             if data:
                 yield sse(None, {"type": "speech.audio.delta", "audio": base64.b64encode(data).decode("ascii")})
@@ -253,9 +269,14 @@ def _progress_payload(data: dict[str, Any]) -> dict[str, Any]:
 class EventSession:
     """One client's SSE stream of one job: merges pub/sub (state, progress) with the chunk stream."""
 
-    def __init__(self, job: Job, streams: ChunkStream, from_seq: int) -> None:
+    def __init__(
+        self, job: Job, streams: ChunkStream, from_seq: int, gone: Callable[[], bool] | None = None
+    ) -> None:
         svc = services()
         self.svc = svc
+        #: Says when the client has hung up (None: the server exposes no socket; heartbeats find out).
+        self.gone = gone
+        self.heartbeat = HEARTBEAT_SECONDS if gone is not None else UNPROBED_HEARTBEAT_SECONDS
         self.job_id = job.id
         self.streams = streams
         self.next_seq = from_seq
@@ -294,6 +315,7 @@ class EventSession:
             timeout=POLL_SECONDS * 5,
             storage=self.svc.storage,
             audio=False,
+            gone=self.gone,
         )
         for event in events:
             if event.type == "chunk" and event.seq < self.next_seq:
@@ -352,6 +374,8 @@ class EventSession:
             if now - started > MAX_EVENTS_SECONDS:
                 yield sse("error", {"code": "stream_timeout", "message": "Reconnect to keep following."})
                 return
+            if self.gone is not None and self.gone():
+                raise ListenerGoneError(f"The events listener of job {self.job_id} hung up.", job_id=self.job_id)
             message = self.pubsub.get_message(timeout=POLL_SECONDS)
             wrote = False
             if message is not None and message.get("type") == "message":
@@ -374,7 +398,7 @@ class EventSession:
                     yield text
             if wrote:
                 last_write = time.monotonic()
-            elif time.monotonic() - last_write >= HEARTBEAT_SECONDS:
+            elif time.monotonic() - last_write >= self.heartbeat:
                 last_write = time.monotonic()
                 yield ": heartbeat\n\n"
         yield from self.final_state()
@@ -404,7 +428,7 @@ def job_events(job_id: str):  # type: ignore[no-untyped-def]
     from_seq = _resume_from()
     slot = stream_slot()
     try:
-        session = EventSession(job, _streams(), from_seq)
+        session = EventSession(job, _streams(), from_seq, hangup_probe(request.environ))
     except BaseException:
         slot.release()
         raise
