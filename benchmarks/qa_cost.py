@@ -7,7 +7,7 @@ same machine load. Also reported: the largest word error rate of a clean segment
 render is from the threshold: false flags), and how many segments QA flags when every one is
 replaced by silence (it should flag all).
 
-Usage: PYTHONPATH=. python benchmarks/qa_cost.py [--text minute|tiny|PATH] [--rounds 3] [--json OUT]
+Usage: python benchmarks/qa_cost.py [--text minute|tiny|PATH] [--rounds 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import ASSETS, describe_machine, load_text, machine, median, save_json, table
 
-from benchmarks.common import ASSETS, describe_machine, load_text, machine, median, save_json, table
 from config import defaults
 from engine import Engine
 from engine.qa import Transcriber, bundled_model_dir, check_chunk, check_chunks
