@@ -26,6 +26,7 @@ from engine.voices import SPEED_RANGE, check_speed
 from service import jobs
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import JobSpec, iso_time
+from service.qa import check_qa_request, job_qa_view, parse_qa_flag
 from service.states import JOB_STATES
 from service.webhooks import STATES as WEBHOOK_STATES
 
@@ -95,6 +96,12 @@ class JobRequest(BaseModel):
     )
     markup: Literal[MARKUP_MODES] = Field(  # type: ignore[valid-type]
         "none", description="Inline markup in the text: 'ssml' (a subset), 'ipa-links' ([word](/ipa/)) or none."
+    )
+    qa: bool = Field(
+        False,
+        description="Automatic QA: once rendered, each segment is transcribed (Whisper tiny.en) and the ones "
+        "whose word error rate exceeds SPOOL_QA_THRESHOLD are listed in the job's qa. English only; "
+        "400 qa_not_installed where the deployment lacks the QA packages.",
     )
 
 
@@ -225,6 +232,38 @@ class JobWebhook(BaseModel):
     last_status: int | None = Field(description="HTTP status of the last attempt (null: no answer).")
 
 
+class QaFlagged(BaseModel):
+    """A segment QA flagged: what it should say, what the recogniser heard, and where it is."""
+
+    chapter: int | None = Field(None, description="Books: the chapter's number (1-based).", exclude_if=lambda v: v is None)
+    chapter_title: str | None = Field(None, description="Books: the chapter's title.", exclude_if=lambda v: v is None)
+    segment: int = Field(description="The segment's index (within its chapter for books).")
+    text: str = Field(description="The segment's text.")
+    heard: str = Field(description="What the recogniser heard (empty: nothing, e.g. silence).")
+    wer: float = Field(description="Word error rate of what was heard against the text.")
+    start: float = Field(description="Seconds from the start of the audio (of the chapter, for books).")
+    book_start: float | None = Field(
+        None, description="Books: seconds from the start of the book (book.m4b).", exclude_if=lambda v: v is None
+    )
+    duration: float = Field(description="Seconds of the segment's audio.")
+
+
+class QaReport(BaseModel):
+    """Automatic QA of a job or book (requested with qa=true); see docs/performance.md for its cost."""
+
+    state: Literal["pending", "running", "done", "unavailable", "failed"] = Field(
+        description="pending until the audio is rendered; unavailable or failed (with message): not checked."
+    )
+    threshold: float = Field(description="Word error rate above which a segment is flagged (SPOOL_QA_THRESHOLD).")
+    model: str | None = Field(None, description="The recogniser.")
+    segments_checked: int | None = None
+    segments_flagged: int | None = None
+    flagged: list[QaFlagged] | None = None
+    audio_seconds: float | None = None
+    qa_seconds: float | None = Field(None, description="Seconds the worker spent transcribing.")
+    message: str | None = Field(None, description="Why QA did not run (unavailable, failed).")
+
+
 class Job(BaseModel):
     """A job as the API shows it."""
 
@@ -250,6 +289,7 @@ class Job(BaseModel):
     lexicon: str | None = Field(None, description="The lexicon applied, if any.")
     lexicon_version: str | None = Field(None, description="Its version when the job was submitted.")
     markup: str = Field("none", description="How inline markup in the text was read.")
+    qa: QaReport | None = Field(None, description="Automatic QA (null: not requested).")
     error: JobError | None
     result: JobResult | None
     webhook: JobWebhook | None = Field(None, description="Null when the job has no webhook_url.")
@@ -386,6 +426,7 @@ class BookRequest(BaseModel):
     author: str | None = None
     include_matter: bool = Field(False, description="Also read the sections the plan lists as skipped.")
     lexicon: str | None = Field(None, description="Id of one of your lexicons to apply (see /v1/lexicons).")
+    qa: bool = Field(False, description="Automatic QA of the assembled audio (as for jobs); the report is in qa and manifest.json.")
     plan_only: bool = Field(False, description="Answer the chapter plan (200) and render nothing.")
 
 
@@ -488,6 +529,7 @@ class Book(BaseModel):
     warnings: list[str]
     duration: float | None
     manifest: dict[str, Any] | None
+    qa: QaReport | None = Field(None, description="Automatic QA (null: not requested); also manifest.json's qa.")
     files: list[str]
     error: BookFailure | None
     links: dict[str, str]
@@ -613,17 +655,19 @@ def parse_job_request(body: Any, catalog: VoiceCatalog, max_text_chars: int) -> 
             valid=list(JOB_FIELDS),
         )
     text = check_text(body.get("text"), max_text_chars)
-    voice, _ = catalog.check_voice(body.get("voice", defaults.VOICE))
+    voice, voice_lang = catalog.check_voice(body.get("voice", defaults.VOICE))
+    language = check_language(body.get("language"))
     return JobSpec(
         text=text,
         voice=voice,
         speed=check_speed_value(body.get("speed")),
         format=check_format(body.get("format")),
-        language=check_language(body.get("language")),
+        language=language,
         priority=check_priority(body.get("priority")),
         webhook_url=check_webhook_url(body.get("webhook_url")),
         lexicon=check_lexicon_id(body.get("lexicon")),
         markup=check_markup(body.get("markup")),
+        qa=check_qa_request(parse_qa_flag(body.get("qa")), language or voice_lang),
     )
 
 
@@ -800,6 +844,7 @@ def job_to_dict(
     links: Mapping[str, str],
     queue_position: int | None = None,
     eta_seconds: float | None = None,
+    qa_threshold: float = defaults.QA_THRESHOLD,
 ) -> dict[str, Any]:
     """The public JSON form of a job."""
     total = job.segments_total
@@ -845,6 +890,7 @@ def job_to_dict(
             if job.webhook_state
             else None,
             "links": JobLinks.model_validate(links),
+            "qa": job_qa_view(job, qa_threshold),
         }
     )
     return dump(body)

@@ -581,6 +581,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         body["lexicon"] = upload_lexicon(client, args.lexicon)
     if args.markup != "none":
         body["markup"] = args.markup
+    if args.qa:
+        body["qa"] = True
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     job = client.json("POST", "/v1/jobs", body, headers)
     print(job["id"])
@@ -624,6 +626,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"result: {result['format']}, {result['duration']:.2f} s, {result['size']:,} bytes: "
                 f"{result['url']}"
             )
+        qa = job.get("qa")
+        if qa:
+            print(f"qa: {qa['state']}" + (f", {qa['segments_flagged']} of {qa['segments_checked']} segments flagged"
+                                          if qa["state"] == "done" else f" {qa.get('message') or ''}".rstrip()))
+            for flag in qa.get("flagged") or []:
+                print(f"  {flag['start']:8.2f} s  wer {flag['wer']:.2f}  said {flag['text']!r}, heard {flag['heard']!r}")
     return 0 if job["state"] != "failed" else 1
 
 
@@ -694,6 +702,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     submit.add_argument("--webhook", help="URL POSTed the job's JSON when it finishes")
     submit.add_argument("--lexicon", help="a lexicon file (PLS or JSON; uploaded) or the id of a stored one")
     submit.add_argument("--markup", choices=MARKUP_MODES, default="none", help="inline markup in the text")
+    submit.add_argument("--qa", action="store_true", help="automatic QA: list segments that do not say their text")
     submit.add_argument("--idempotency-key", help="resubmitting with the same key returns the same job")
     submit.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
     submit.add_argument("-o", "--output", help="save the audio here (implies --wait)")

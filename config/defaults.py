@@ -268,3 +268,13 @@ STORAGE_RETRY_MAX_DELAY = 10.0
 
 #: Seconds the book assembly lock lives without renewal; the assembler renews it every third of this.
 ASSEMBLY_LOCK_TTL = 300
+
+
+# -- Automatic QA (issue 17 part 4) ----------------------------------------------------------------
+
+#: Word error rate above which QA flags a segment (0.4: two words wrong in five). A clean render
+#: measures 0 to about 0.2 (a name or a spelling heard differently); silence or the wrong speech 1.0.
+QA_THRESHOLD = 0.4
+
+#: Intra-op threads of a worker's QA recogniser (Whisper tiny.en); 1 keeps it off the model's cores.
+QA_THREADS = 1

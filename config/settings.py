@@ -165,6 +165,10 @@ class Settings:
     storage_retry_window: float = defaults.STORAGE_RETRY_WINDOW
     assembly_lock_ttl: int = defaults.ASSEMBLY_LOCK_TTL
 
+    # -- automatic QA (issue 17 part 4) --
+    qa_threshold: float = defaults.QA_THRESHOLD
+    qa_threads: int = defaults.QA_THREADS
+
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
             if not QUEUE_NAME_RE.match(queue):
@@ -201,6 +205,11 @@ class Settings:
             raise SettingsError(
                 f"SPOOL_ASSEMBLY_LOCK_TTL={self.assembly_lock_ttl}: use at least 1 second "
                 f"(default {defaults.ASSEMBLY_LOCK_TTL}); the assembler renews it every third of it."
+            )
+        if not 0 < self.qa_threshold <= 1 or self.qa_threads < 1:
+            raise SettingsError(
+                f"SPOOL_QA_THRESHOLD={self.qa_threshold}, SPOOL_QA_THREADS={self.qa_threads}: use a word "
+                f"error rate above 0 and at most 1 (default {defaults.QA_THRESHOLD}) and 1 or more threads."
             )
         if self.log_format not in ("text", "json"):
             raise SettingsError(f"SPOOL_LOG_FORMAT={self.log_format!r}: use 'text' or 'json'.")

@@ -2,7 +2,7 @@
 # Install everything Spool needs on a fresh Debian/Ubuntu machine (idempotent):
 # system packages, a virtual environment at .venv, the project, and the model assets.
 #
-#   scripts/setup.sh            # runtime + test dependencies, model assets
+#   scripts/setup.sh            # runtime + test + QA dependencies, model assets
 #   SPOOL_SKIP_BROWSER=1 ...    # skip Chromium (only the browser test needs it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +32,7 @@ stamp=.venv/.spool-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing Spool and its dependencies into .venv"
   python -m pip install -q --upgrade pip
-  python -m pip install -q -e '.[test]'
+  python -m pip install -q -e '.[test,qa]'  # qa: the ASR packages automatic QA needs (CI tests it)
   touch "$stamp"
 fi
 

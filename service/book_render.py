@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import tempfile
 import threading
@@ -40,6 +41,7 @@ from service.books import (
 )
 from service.exceptions import AssemblyLockLostError
 from service.lanes import claim_yield
+from service.qa import QaRun, book_report, start_run
 from service.retention import reference_checkpoint, reference_plan
 from service.states import FINISHED
 
@@ -195,7 +197,12 @@ def assemble_book(store: BookStore, engine: Engine, book_id: str) -> list[str]:
 
 
 def _chapter_pieces(
-    store: BookStore, engine: Engine, rv: ResolvedVoice, segs: list[dict[str, Any]]
+    store: BookStore,
+    engine: Engine,
+    rv: ResolvedVoice,
+    segs: list[dict[str, Any]],
+    qa: QaRun | None = None,
+    chapter: tuple[int, str] = (0, ""),
 ) -> Iterator[Piece]:
     """One chapter's checkpoints, read one at a time: samples and cues (times from the chapter's start)."""
     svc = store.svc
@@ -205,6 +212,8 @@ def _chapter_pieces(
             segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon)
         )
         chunk = decode_checkpoint(svc.storage.get(key), plan_segment(seg))
+        if qa is not None:  # QA hears the audio the book is assembled from (issue 17 part 4)
+            qa.check(chunk, start=at, chapter=chapter[0], chapter_title=chapter[1])
         yield chunk.samples, cues_from_chunks([chunk], offset=at)
         at += chunk.duration
 
@@ -218,16 +227,18 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
     rv = dataclasses.replace(engine.check(spec.voice, spec.speed, spec.language), lexicon=store.lexicon(rec))
     plan = store.plan(book_id)
     segments = plan["segments"]
+    qa_run = start_run(svc.settings, rv.lang) if spec.qa else None
+    qa = qa_run if isinstance(qa_run, QaRun) else None
     sources = [
         ChapterSource(
             chapter["title"],
             rv.sample_rate,
-            lambda c=chapter: _chapter_pieces(
-                store, engine, rv, segments[c["first"] : c["first"] + c["count"]]
+            lambda c=chapter, n=number: _chapter_pieces(
+                store, engine, rv, segments[c["first"] : c["first"] + c["count"]], qa, (n, c["title"])
             ),
             tuple(chapter.get("parents", ())),
         )
-        for chapter in plan["chapters"]
+        for number, chapter in enumerate(plan["chapters"], start=1)
     ]
     cover = None
     cover_key = svc.keys.book_file(book_id, "cover")
@@ -247,6 +258,9 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
             skipped=plan.get("skipped", []),
             on_chapter=lambda _n: lock.check(),
         )
+        if qa_run is not None:
+            manifest["qa"] = book_report(qa_run, manifest)
+            (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
         names = [*manifest["files"], "manifest.json"]
         zipped = Path(tmp) / "book.zip"
         with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as archive:

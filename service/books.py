@@ -31,6 +31,7 @@ from engine.lexicon import Lexicon
 from engine.segment import Segment, split_text
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
+from service.qa import book_qa_view
 from service.record import HashRecord, hash_mapping
 from service.states import FINISHED, BookState
 from service.task_names import BOOK_PLAN, BOOK_RENDER
@@ -84,6 +85,8 @@ class BookSpec:
     # Pronunciation (issue 17): a lexicon id and the version it had at submission.
     lexicon: str | None = None
     lexicon_version: str | None = None
+    # Automatic QA of the assembled audio (issue 17 part 4, service/qa.py).
+    qa: bool = False
 
 
 @dataclass
@@ -465,6 +468,7 @@ class BookStore:
             "warnings": plan.get("warnings", []),
             "duration": manifest["duration"] if manifest else None,
             "manifest": manifest,
+            "qa": book_qa_view(spec.qa, manifest, self.svc.settings.qa_threshold, str(rec.state)),
             "files": manifest["files"] + ["book.zip"] if manifest else [],
             "error": {"code": rec.error_code, "message": rec.error_message or ""} if rec.error_code else None,
         }

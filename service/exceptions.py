@@ -227,3 +227,11 @@ class BatchFailedError(ServiceError):
 
     code = "batch_failed"
     http_status = 500
+
+
+# Automatic QA (issue 17 part 4) ----------------------------------------------------------------------
+class QaNotInstalledError(InvalidRequestError):
+    """``qa=true`` was asked of a deployment without the ASR packages (or for a language QA cannot hear)."""
+
+    code = "qa_not_installed"
+    http_status = 400

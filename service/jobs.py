@@ -176,6 +176,8 @@ class JobSpec:
     lexicon: str | None = None
     lexicon_version: str | None = None
     markup: str = "none"
+    # Automatic QA (issue 17 part 4): transcribe the finished audio and flag segments that are off.
+    qa: bool = False
 
     def fingerprint(self) -> str:
         """Hash of the spec, to tell a retried request from a different one under the same Idempotency-Key."""
@@ -207,6 +209,7 @@ class Job(HashRecord):
     lexicon: str | None = None
     lexicon_version: str | None = None
     markup: str = "none"
+    qa: bool = False
     request_id: str | None = None
     fingerprint: str = ""
     created_at: float = 0.0
@@ -232,6 +235,9 @@ class Job(HashRecord):
     webhook_last_status: int | None = None
     # Durability: when the job's message was last handed to the broker (service/recovery.py).
     enqueued_at: float | None = None
+    # Automatic QA (service/qa.py): running, done, unavailable or failed; the report as JSON.
+    qa_state: str | None = None
+    qa_report: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -28,6 +28,7 @@ from engine.audio import AUDIO_FORMATS, encode_audio
 from engine.exceptions import SpoolError
 from service.exceptions import JobCancelledError, StorageUnavailableError
 from service.logging import log_context
+from service.qa import run_job_qa
 from service.reconnect import with_reconnect
 from service.spill import SPILL_DIR, Spill, spill_digest
 from service.webhooks import notify
@@ -272,4 +273,7 @@ def _render(
         duration / render_seconds if render_seconds else 0.0,
         len(data),
     )
+    if job.qa:
+        # After the success is recorded: the audio is never held back for QA (issue 17 part 4).
+        run_job_qa(svc, job, rendered, voice.lang)
     return key

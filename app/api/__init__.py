@@ -59,4 +59,10 @@ def job_payload(job: Job, *, detail: bool = True) -> dict[str, Any]:
         position = svc.jobs.queue_position(job)
         workers = svc.workers.count(job.queue) if job.state == "queued" else 1
         eta = svc.jobs.eta_seconds(job, workers=workers, position=position)
-    return job_to_dict(job, links=job_links(job.id), queue_position=position, eta_seconds=eta)
+    return job_to_dict(
+        job,
+        links=job_links(job.id),
+        queue_position=position,
+        eta_seconds=eta,
+        qa_threshold=svc.settings.qa_threshold,
+    )

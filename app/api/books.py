@@ -21,6 +21,7 @@ from service.books import BookSpec, BookStore
 from service.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
 from service.keys import PART_RE
 from service.logging import bind_job
+from service.qa import check_qa_request, parse_qa_flag
 from service.retention import purge_book
 from service.states import FINISHED
 
@@ -64,10 +65,11 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
         )
     chapters = parse_chapter_list(form.get("chapters"))
     lexicon = check_lexicon_id(form.get("lexicon"))
+    language = normalize_lang(form.get("language") or None, voice_lang)
     return BookSpec(
         voice=voice,
         speed=speed,
-        language=normalize_lang(form.get("language") or None, voice_lang),
+        language=language,
         gap=gap,
         title=(form.get("title") or "").strip() or None,
         author=form.get("author").strip() if form.get("author") is not None else None,
@@ -76,6 +78,7 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
         in _TRUE,
         lexicon=lexicon,
         lexicon_version=services().lexicons.get(current_owner(), lexicon).version if lexicon else None,
+        qa=check_qa_request(parse_qa_flag(form.get("qa")), language),
     )
 
 
