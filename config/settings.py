@@ -163,6 +163,7 @@ class Settings:
     # -- storage outages and assembly (issue 13) --
     storage_retry_window: float = defaults.STORAGE_RETRY_WINDOW
     assembly_lock_ttl: int = defaults.ASSEMBLY_LOCK_TTL
+    assembly_concurrent: bool = defaults.ASSEMBLY_CONCURRENT
 
     def __post_init__(self) -> None:
         for queue in (self.queue, *self.worker_queues):
