@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from book_throughput import service_run
+from book_phases import print_phases, render_book
 from common import (
     ASSETS,
     PEER_PYTHON,
@@ -164,10 +164,11 @@ def run_children(system: str, parts: list[str], threads: int, args: argparse.Nam
 def run_service(svc: SpoolService, text: str, args: argparse.Namespace) -> dict:
     """Render the text as a one-chapter book through the running service; CPU of all its processes."""
     roots = {proc.pid for _, proc in svc.procs}
-    ns = argparse.Namespace(voice=args.voice, format="mp3", epub=False, chapters="1", poll=0.2)
     cpu0 = tree_cpu(roots)
-    r = service_run(svc, ("chapter.txt", text.encode(), "text/plain"), ns)
+    # The book's phases (upload, plan, render, assembly, gaps) with their wall and CPU, printed per run.
+    r = render_book(svc, text, args.voice, poll=0.2)
     r["cpu_s"] = tree_cpu(roots) - cpu0
+    print_phases(r, out=sys.stderr)
     return r
 
 

@@ -269,6 +269,9 @@ STORAGE_RETRY_MAX_DELAY = 10.0
 #: Seconds the book assembly lock lives without renewal; the assembler renews it every third of this.
 ASSEMBLY_LOCK_TTL = 300
 
+#: Encode the chapter MP3s on a second thread while the M4B is encoded (the other cores are
+#: idle at the end of a book; the files are the same either way).
+ASSEMBLY_CONCURRENT = True
 
 # -- Automatic QA (issue 17 part 4) ----------------------------------------------------------------
 

@@ -164,6 +164,7 @@ class Settings:
     # -- storage outages and assembly (issue 13) --
     storage_retry_window: float = defaults.STORAGE_RETRY_WINDOW
     assembly_lock_ttl: int = defaults.ASSEMBLY_LOCK_TTL
+    assembly_concurrent: bool = defaults.ASSEMBLY_CONCURRENT
 
     # -- automatic QA (issue 17 part 4) --
     qa_threshold: float = defaults.QA_THRESHOLD

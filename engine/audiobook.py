@@ -7,10 +7,10 @@ QuickTime chapter track and Nero ``chpl`` chapters, so players of either kind se
 author and cover go in the iTunes-style tags with mutagen. Chapters are also written as separate
 MP3 files (plays everywhere) for listening or downloading one at a time.
 
-Assembly streams: each chapter's audio arrives in pieces (:class:`ChapterSource`), goes through
-the chapter's MP3 encoder into its file and into a float32 spool file on disk, and the subtitles
-are written cue by cue; the M4B is then encoded from the spool file one second at a time (its
-chapter marks must be known before its header is written). Memory does not grow with the length
+Assembly streams: each chapter's audio arrives in pieces (:class:`ChapterSource`), goes into a
+float32 spool file on disk, and the subtitles are written cue by cue; the M4B is then encoded
+from the spool file one second at a time (its chapter marks must be known before its header is
+written), while a second thread encodes each chapter's MP3 from its span of the same spool. Memory does not grow with the length
 of the book; the disk holds the spool (4 bytes a sample, 345 MB an hour at 24 kHz) until the M4B
 is written.
 """
@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -197,6 +200,80 @@ def _spool_blocks(path: Path, sample_rate: int) -> Iterator[np.ndarray]:
             yield np.frombuffer(block, dtype=np.float32)
 
 
+def _encode_span(spool: Path, rate: int, path: Path, first: int, count: int) -> None:
+    """Encode ``count`` samples of the spool file from sample ``first`` into a chapter file, a second at a time."""
+    with open(spool, "rb") as fh, FileEncoder(path, CHAPTER_FORMAT, rate) as encoder:
+        fh.seek(first * 4)
+        left = count
+        while left > 0:
+            block = fh.read(min(left, rate) * 4)
+            if not block:
+                raise BookError(f"The spool file ended before {path.name}'s audio did; this is a bug.")
+            samples = np.frombuffer(block, dtype=np.float32)
+            encoder.encode(samples)
+            left -= len(samples)
+
+
+class _SpanEncoder:
+    """A chapter's encoder during the spool pass: counts its samples; the file is encoded from the spool."""
+
+    def __init__(self, encodes: _ChapterEncodes, path: Path, first: int) -> None:
+        self.encodes = encodes
+        self.path = path
+        self.first = first
+        self.count = 0
+
+    def encode(self, samples: np.ndarray) -> None:
+        """Count the next piece (the caller writes it to the spool)."""
+        self.count += len(samples)
+
+    def __enter__(self) -> _SpanEncoder:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.encodes.add(self.path, self.first, self.count)
+
+
+class _ChapterEncodes:
+    """The chapter MP3s, each encoded from its span of the spool once the span is written.
+
+    With ``concurrent`` they are encoded on a thread of their own while the M4B is encoded from
+    the same spool: the two encoders (most of an assembly's CPU) run at once, and the codecs
+    release the GIL. The files are byte for byte those of one thread (the encoder's output does
+    not depend on how its input is cut).
+    """
+
+    def __init__(self, spool: Path, pcm: BinaryIO, rate: int, concurrent: bool) -> None:
+        self.spool = spool
+        self.pcm = pcm
+        self.rate = rate
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="spool-chapter-mp3") if concurrent else None
+        self._futures: list[Future[None]] = []
+
+    def chapter(self, path: Path, first: int) -> _SpanEncoder:
+        """The encoder of the chapter whose samples start at spool sample ``first``."""
+        return _SpanEncoder(self, path, first)
+
+    def add(self, path: Path, first: int, count: int) -> None:
+        """Encode one chapter's span (now, or queued on the thread)."""
+        self.pcm.flush()  # the span must be on disk before it is read back
+        if self._pool is None:
+            _encode_span(self.spool, self.rate, path, first, count)
+        else:
+            self._futures.append(self._pool.submit(_encode_span, self.spool, self.rate, path, first, count))
+
+    def wait(self) -> None:
+        """Wait for every chapter file; raise the first encoder error."""
+        for future in self._futures:
+            future.result()
+
+    def close(self) -> None:
+        """Stop the thread (the queued chapters not begun are dropped), before the spool is removed."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def assemble_streamed(
     chapters: Sequence[ChapterSource],
     out_dir: str | Path,
@@ -208,11 +285,17 @@ def assemble_streamed(
     gap: float = DEFAULT_CHAPTER_GAP,
     skipped: Sequence[dict] = (),
     on_chapter: Callable[[int], None] | None = None,
+    concurrent: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> dict:
     """:func:`assemble` with each chapter's audio taken piece by piece: memory does not grow with the book.
 
     ``on_chapter(n)`` is called after chapter ``n`` (1-based) is written (a caller renews its lock
-    there, or raises to stop). The outputs are byte for byte those of :func:`assemble`.
+    there, or raises to stop). The outputs are byte for byte those of :func:`assemble`, and the same
+    with ``concurrent`` off (each chapter MP3 encoded on this thread as its chapter ends, then the M4B).
+    ``timings`` receives the wall seconds of the steps: ``read_s`` (the pieces into the spool and
+    subtitles; the chapter MP3s too when not concurrent), ``m4b_s`` and ``mp3_wait_s`` (after the
+    M4B, for the chapter files still encoding).
     """
     if not chapters:
         raise BookError("There are no chapters to assemble: select at least one chapter with text.")
@@ -228,18 +311,22 @@ def assemble_streamed(
     at = 0
     cue_count = 0
     spool = out / SPOOL_FILE
+    steps = timings if timings is not None else {}
+    started = time.perf_counter()
+    encodes: _ChapterEncodes | None = None
     try:
         with (
             open(spool, "wb") as pcm,
             open(out / "book.srt", "w", encoding="utf-8") as srt,
             open(out / "book.vtt", "w", encoding="utf-8") as vtt,
         ):
+            encodes = _ChapterEncodes(spool, pcm, rate, concurrent)
             vtt.write(VTT_HEADER)
             for n, chapter in enumerate(chapters, start=1):
                 start = at / rate
                 chapter_file = f"{safe_name(chapter.title, n)}.{CHAPTER_FORMAT}"
                 length = 0
-                with FileEncoder(out / chapter_file, CHAPTER_FORMAT, rate) as encoder:
+                with encodes.chapter(out / chapter_file, at) as encoder:
                     for samples, cues in chapter.pieces():
                         piece = np.asarray(samples, dtype=np.float32)
                         encoder.encode(piece)
@@ -268,6 +355,7 @@ def assemble_streamed(
                     at += len(silence)
                 if on_chapter is not None:
                     on_chapter(n)
+        steps["read_s"] = time.perf_counter() - started
         write_m4b_blocks(
             out / "book.m4b",
             _spool_blocks(spool, rate),
@@ -278,7 +366,12 @@ def assemble_streamed(
             cover=cover,
             cover_type=cover_type,
         )
+        steps["m4b_s"] = time.perf_counter() - started - steps["read_s"]
+        encodes.wait()
+        steps["mp3_wait_s"] = time.perf_counter() - started - steps["read_s"] - steps["m4b_s"]
     finally:
+        if encodes is not None:
+            encodes.close()
         spool.unlink(missing_ok=True)
     manifest = {
         "title": title,

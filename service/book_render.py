@@ -20,6 +20,7 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,12 +63,22 @@ _CONTENT_TYPES = {
 
 def plan_book(store: BookStore, book_id: str, worker_name: str) -> int:
     """Split a submitted book into segments and queue its batches; return how many segments."""
+    t0, cpu0 = time.time(), time.thread_time()
     try:
-        return store.plan_and_queue(book_id, worker_name)
+        count = store.plan_and_queue(book_id, worker_name)
     except SpoolError as exc:
         # Text the segmenter refuses cannot be fixed by retrying: the book fails with the reason.
         store.fail(book_id, exc.code, exc.message)
         return 0
+    if count:
+        # Wall and CPU of the planning, for the phase breakdown (benchmarks/book_phases.py).
+        store.log_event(book_id, "plan", worker=worker_name, **_took(t0, cpu0), segments=count)
+    return count
+
+
+def _took(t0: float, cpu0: float) -> dict[str, str]:
+    """The event fields of a step that began at wall time ``t0`` with this thread's CPU at ``cpu0``."""
+    return {"t0": f"{t0:.4f}", "dt": f"{time.time() - t0:.4f}", "cpu": f"{time.thread_time() - cpu0:.4f}"}
 
 
 def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, worker_name: str) -> list[str]:
@@ -95,6 +106,7 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
     reference_plan(svc, book_id, lambda: [checkpoint_of(seg) for seg in plan["segments"]])
     keys = []
     for seg in plan["segments"][first:end]:
+        t0, cpu0 = time.time(), time.thread_time()
         if store.state(book_id) in FINISHED:
             log.info("book %s is %s: stopping", book_id, store.state(book_id))
             return keys
@@ -121,7 +133,10 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
             store.count_render(book_id, seg["i"])
             seconds = chunk.duration
         store.segment_done(book_id, seg["i"], seconds)
-        store.log_event(book_id, "segment", segment=seg["i"], worker=worker_name, rendered=int(rendered))
+        done = _took(t0, cpu0)
+        store.log_event(
+            book_id, "segment", segment=seg["i"], worker=worker_name, rendered=int(rendered), **done
+        )
         keys.append(key)
     store.finish_batch(book_id, batch)
     if store.try_assembly(book_id):
@@ -220,6 +235,8 @@ def _chapter_pieces(
 
 def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer) -> list[str]:
     """The assembly itself, streamed from the checkpoints to files on disk and from them to storage."""
+    # Process CPU (the encoders run on two threads) and this thread's (the critical path).
+    t0, cpu0, thread0 = time.time(), time.process_time(), time.thread_time()
     svc = store.svc
     rec = store.record(book_id)
     store.start_assembly(book_id)
@@ -245,6 +262,7 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
     if rec.cover_type and svc.storage.exists(cover_key):
         cover = svc.storage.get(cover_key)
     keys = []
+    steps: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="spool-book-") as tmp:
         out = Path(tmp) / "book"
         manifest = assemble_streamed(
@@ -257,7 +275,10 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
             gap=spec.gap,
             skipped=plan.get("skipped", []),
             on_chapter=lambda _n: lock.check(),
+            concurrent=svc.settings.assembly_concurrent,
+            timings=steps,
         )
+        steps["encoded_at"] = time.time()
         if qa_run is not None:
             manifest["qa"] = book_report(qa_run, manifest)
             (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
@@ -266,6 +287,7 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
         with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_STORED) as archive:
             for name in names:
                 archive.write(out / name, arcname=name)
+        steps["zipped_at"] = time.time()
         for name, path in [*((n, out / n) for n in names), ("book.zip", zipped)]:
             lock.check()
             key = svc.keys.book_file(book_id, name)
@@ -273,6 +295,16 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
                 svc.storage.put(key, fh, _content_type(name))
             keys.append(key)
         lock.check()
+    # Where the assembly's time went, for the phase breakdown (benchmarks/book_phases.py).
+    store.log_event(
+        book_id,
+        "assembly",
+        t0=f"{t0:.4f}",
+        dt=f"{time.time() - t0:.4f}",
+        cpu=f"{time.process_time() - cpu0:.4f}",
+        thread_cpu=f"{time.thread_time() - thread0:.4f}",
+        **{k: f"{v:.4f}" for k, v in steps.items()},
+    )
     store.succeed(book_id, manifest)
     log.info(
         "book %s assembled: %d chapters, %.1f min (lock renewed %d times)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from mutagen.mp4 import MP4
 
 from engine import Engine
 from engine.audio import decode_audio
-from engine.audiobook import ChapterAudio, assemble
+from engine.audiobook import ChapterAudio, ChapterSource, assemble, assemble_streamed
 from engine.book import load_book
 from engine.subtitles import cues_from_chunks
 from tests.engine.test_book import make_epub
@@ -103,3 +104,69 @@ def test_gap_between_chapters_is_silence(audiobook: tuple) -> None:
     gap = audio[int((first_end + 0.15) * rate) : int((second - 0.15) * rate)]
     assert len(gap) > 0.5 * rate
     assert np.abs(gap).max() < 0.01
+
+
+def _in_pieces(chapters: list[ChapterAudio]) -> list[ChapterSource]:
+    """The chapters as sources of three pieces each (cues with the first), as the service feeds them."""
+    return [
+        ChapterSource(
+            c.title,
+            c.sample_rate,
+            lambda c=c: [
+                (part, c.cues if k == 0 else []) for k, part in enumerate(np.array_split(c.samples, 3))
+            ],
+        )
+        for c in chapters
+    ]
+
+
+def test_concurrent_encodes_give_the_same_files_as_one_thread(audiobook: tuple, tmp_path: Path) -> None:
+    out, manifest, rendered = audiobook
+    steps: dict[str, float] = {}
+    threaded = assemble_streamed(
+        _in_pieces(rendered),
+        tmp_path / "threaded",
+        title="Small Book",
+        author="A. Writer",
+        gap=1.0,
+        timings=steps,
+    )
+    serial = assemble_streamed(
+        _in_pieces(rendered),
+        tmp_path / "serial",
+        title="Small Book",
+        author="A. Writer",
+        gap=1.0,
+        concurrent=False,
+    )
+    assert threaded == serial == manifest
+    assert set(steps) == {"read_s", "m4b_s", "mp3_wait_s"} and all(v >= 0 for v in steps.values())
+    for name in [*manifest["files"], "manifest.json"]:
+        # The M4B and every chapter MP3, byte for byte: the threads change when, not what, is encoded.
+        assert (tmp_path / "threaded" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+        assert (tmp_path / "threaded" / name).read_bytes() == (out / name).read_bytes(), name
+    m4b = MP4(str(tmp_path / "threaded" / "book.m4b"))
+    assert [(c.title, round(c.start, 2)) for c in m4b.chapters] == [
+        (c["title"], round(c["start"], 2)) for c in manifest["chapters"]
+    ]
+    assert m4b.info.length == pytest.approx(manifest["duration"], abs=0.1)
+    for entry, chapter in zip(manifest["chapters"], rendered, strict=True):
+        samples, rate = decode_audio((tmp_path / "threaded" / entry["file"]).read_bytes(), "mp3")
+        assert len(samples) / rate == pytest.approx(chapter.duration, abs=0.06)
+    assert not list((tmp_path / "threaded").glob(".book.f32"))
+
+
+def test_an_assembly_stopped_mid_way_leaves_no_spool_and_no_encoder_thread(
+    audiobook: tuple, tmp_path: Path
+) -> None:
+    _, _, rendered = audiobook
+
+    def stop(n: int) -> None:
+        if n == 2:
+            raise RuntimeError("lock lost")
+
+    with pytest.raises(RuntimeError, match="lock lost"):
+        assemble_streamed(_in_pieces(rendered), tmp_path, title="Small Book", on_chapter=stop)
+    assert not (tmp_path / ".book.f32").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("spool-chapter-mp3")]
+    assert (tmp_path / "01-the-door.mp3").stat().st_size > 0  # chapter 1 was encoded before the stop

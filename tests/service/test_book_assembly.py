@@ -161,3 +161,30 @@ def test_an_assembly_that_loses_its_lock_stops_and_leaves_the_book_to_the_holder
         assert not svc.storage.exists(svc.keys.book_file(book.id, "book.zip"))
     finally:
         svc.close()
+
+
+def test_assembly_with_its_encoders_on_one_thread_or_two_stores_the_same_files_and_logs_its_steps(
+    settings: Settings, tmp_path: Path
+) -> None:
+    stored: dict[bool, dict[str, bytes]] = {}
+    for concurrent in (False, True):
+        svc = Services(
+            settings.replace(assembly_concurrent=concurrent),
+            storage=LocalStorage(tmp_path / f"s{concurrent}"),
+        )
+        try:
+            book = make_book(svc, chapters=2, segments_per_chapter=3, segment_seconds=4.0, seed=3)
+            assert assemble_book(svc.books, SyntheticEngine(), book.id)  # type: ignore[arg-type]
+            manifest = svc.books.payload(book.id)["manifest"]
+            stored[concurrent] = {
+                name: svc.storage.get(svc.keys.book_file(book.id, name)) for name in manifest["files"]
+            }
+            (event,) = [f for _, f in svc.books.events(book.id) if f["event"] == "assembly"]
+            steps = {k: float(event[k]) for k in ("t0", "dt", "cpu", "read_s", "m4b_s", "mp3_wait_s")}
+            # The steps lie inside the assembly's own wall time, which ends before the book is finished.
+            assert 0 < steps["read_s"] + steps["m4b_s"] + steps["mp3_wait_s"] <= steps["dt"]
+            assert steps["t0"] + steps["dt"] <= svc.books.record(book.id).finished_at  # type: ignore[operator]
+            assert steps["cpu"] > 0
+        finally:
+            svc.close()
+    assert stored[True] == stored[False] and len(stored[True]) == 5  # m4b, srt, vtt, two chapter MP3s
