@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,20 @@ import numpy as np
 import redis as redis_lib
 
 from engine.audio import AUDIO_FORMATS
-from engine.audiobook import ChapterSource, Piece, assemble_streamed
+from engine.audiobook import (
+    CHAPTER_FORMAT,
+    ChapterSource,
+    Piece,
+    PreviousM4B,
+    assemble_streamed,
+    cues_from_json,
+)
 from engine.exceptions import SpoolError
 from engine.subtitles import cues_from_chunks
+from service.book_fix import chapter_digest, plan_revision
 from service.books import (
     BookStore,
+    _text,
     decode_checkpoint,
     encode_checkpoint,
     plan_segment,
@@ -58,9 +68,17 @@ _CONTENT_TYPES = {
 }
 
 
-def plan_book(store: BookStore, book_id: str, worker_name: str) -> int:
-    """Split a submitted book into segments and queue its batches; return how many segments."""
+def plan_book(
+    store: BookStore, book_id: str, worker_name: str, engine: Callable[[], Engine] | None = None
+) -> int:
+    """Split a submitted book into segments and queue its batches; return how many segments.
+
+    A fixed book's new revision (revision 2 on) is planned by ``service.book_fix.plan_revision``
+    with the worker's engine (``engine()``), which names the segments to reuse.
+    """
     try:
+        if engine is not None and int(_text(store.redis.hget(store.keys.book(book_id), "revision")) or 1) > 1:
+            return plan_revision(store, engine(), book_id, worker_name)
         return store.plan_and_queue(book_id, worker_name)
     except SpoolError as exc:
         # Text the segmenter refuses cannot be fixed by retrying: the book fails with the reason.
