@@ -170,9 +170,9 @@ def _register_errors(app: Flask) -> None:
 def register_blueprints(app: Flask) -> list[str]:
     """Register every blueprint of the API and the player page; return their module names."""
     from app import web
-    from app.api import books, jobs, lexicons, models, speech, stream, system
+    from app.api import book_fix, books, jobs, lexicons, models, speech, stream, system
 
-    modules = (jobs, speech, models, system, stream, books, lexicons, web)
+    modules = (jobs, speech, models, system, stream, books, book_fix, lexicons, web)
     for module in modules:
         app.register_blueprint(module.bp)
     return [module.__name__ for module in modules]

@@ -507,6 +507,53 @@ class BookFailure(BaseModel):
     message: str
 
 
+class BookEdit(BaseModel):
+    """One edit of a fix: ``find`` => ``replace`` in a chapter, or a segment's new ``text``."""
+
+    chapter: int | None = Field(None, ge=1, description="Chapter number (1-based, as in the book's chapters).")
+    find: str | None = Field(None, min_length=1, description="Text that must occur in the chapter; every occurrence is replaced.")
+    replace: str | None = Field(None, description="What replaces it (may be empty).")
+    segment: int | None = Field(None, ge=0, description="Segment index (0-based, as in the book's log).")
+    text: str | None = Field(None, description="The segment's new text.")
+
+
+class BookFixRequest(BaseModel):
+    """PATCH /v1/books/<id>: edits and/or a changed lexicon, voice or speed; at least one."""
+
+    edits: list[BookEdit] = Field(default_factory=list, max_length=500)
+    lexicon: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="Lexicon id (its current version is used); null drops the book's lexicon.",
+    )
+    voice: str | None = Field(None, description="A new voice: every segment re-renders.")
+    speed: float | None = Field(None, ge=0.5, le=2.0, description="A new speed: every segment re-renders.")
+
+
+class BookFixEdit(BaseModel):
+    """What one edit of a fix matched."""
+
+    edit: int = Field(description="Its place in the request (1-based).")
+    chapter: int
+    matched: int = Field(description="How many times its text occurred (all were replaced).")
+    find: str | None = None
+    segment: int | None = None
+    was: str | None = Field(None, description="For a segment edit: the segment's text before.")
+
+
+class BookFix(BaseModel):
+    """The fix that started a revision."""
+
+    revision: int
+    base_revision: int = Field(description="The revision the edits were made against.")
+    requested_at: float
+    edits: list[BookFixEdit]
+    chapters_changed: list[int]
+    voice: str | None = None
+    speed: float | None = None
+    lexicon_changed: bool = False
+
+
 class Book(BaseModel):
     """An audiobook: state, progress, chapters, what was skipped, and the files once done."""
 
@@ -532,6 +579,14 @@ class Book(BaseModel):
     qa: QaReport | None = Field(None, description="Automatic QA (null: not requested); also manifest.json's qa.")
     files: list[str]
     error: BookFailure | None
+    revision: int = Field(1, description="1 at the first render, one more for every accepted PATCH.")
+    served_revision: int | None = Field(
+        None, description="The revision whose files are downloaded (the last that succeeded); null before any."
+    )
+    segments_rendered: int = Field(0, description="Segments synthesised for this revision.")
+    segments_reused: int = Field(0, description="Segments of this revision taken from existing checkpoints.")
+    fix: BookFix | None = Field(None, description="The fix that started this revision (null for revision 1).")
+    note: str | None = Field(None, description="Which revision is served while a newer one renders or after it failed.")
     links: dict[str, str]
 
 

@@ -13,6 +13,7 @@ from typing import TextIO
 
 import numpy as np
 
+from cli.book_fix import add_arguments
 from cli.engine_cmds import load_lexicon_file
 from config.settings import Settings
 from engine.audiobook import DEFAULT_CHAPTER_GAP, ChapterAudio, assemble
@@ -71,6 +72,12 @@ def print_plan(preview: dict, out: TextIO) -> None:
 
 def cmd_book(args: argparse.Namespace) -> int:
     """Render the selected chapters and write book.m4b, chapter MP3s, subtitles and manifest.json."""
+    if args.file == "FIX":  # spool book FIX <id> ...: fix a finished book on the server
+        from cli.book_fix import cmd_fix
+
+        return cmd_fix(args)
+    args.voice = args.voice or "af_heart"
+    args.speed = 1.0 if args.speed is None else args.speed
     book = load_book(args.file)
     numbers = parse_chapter_list(args.chapters)
     if args.plan:
@@ -155,14 +162,14 @@ def cmd_book(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``book`` to the ``spool`` command."""
     book = subparsers.add_parser("book", help="render an EPUB, .txt or .md book into a chaptered audiobook")
-    book.add_argument("file", help="the book: .epub, .txt or .md")
+    book.add_argument("file", help="the book: .epub, .txt or .md; or FIX to fix a finished book on the server")
     book.add_argument("-o", "--output", help="directory for book.m4b, chapters, subtitles (needed to render)")
     book.add_argument(
         "--plan", action="store_true", help="print the chapters (read or skipped, and why) without rendering"
     )
     book.add_argument("--json", action="store_true", help="with --plan: print the plan as JSON")
-    book.add_argument("--voice", default="af_heart")
-    book.add_argument("--speed", type=float, default=1.0)
+    book.add_argument("--voice", help="voice (default af_heart; with FIX: a new voice)")
+    book.add_argument("--speed", type=float, help="speed (default 1.0; with FIX: a new speed)")
     book.add_argument("--lexicon", help="pronunciation lexicon: a W3C PLS file or Spool's JSON")
     book.add_argument("--lang", help="language (default: the voice's)")
     book.add_argument("--chapters", help="chapters to render, e.g. 1 or 1,3-5 (default: all)")
@@ -176,4 +183,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     book.add_argument("--threads", type=int, help="engine threads")
     book.add_argument("--assets", help="assets directory")
+    add_arguments(book)
     book.set_defaults(func=cmd_book)

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,11 +30,20 @@ import numpy as np
 import redis as redis_lib
 
 from engine.audio import AUDIO_FORMATS
-from engine.audiobook import ChapterSource, Piece, assemble_streamed
+from engine.audiobook import (
+    CHAPTER_FORMAT,
+    ChapterSource,
+    Piece,
+    PreviousM4B,
+    assemble_streamed,
+    cues_from_json,
+)
 from engine.exceptions import SpoolError
 from engine.subtitles import cues_from_chunks
+from service.book_fix import chapter_digest, plan_revision
 from service.books import (
     BookStore,
+    _text,
     decode_checkpoint,
     encode_checkpoint,
     plan_segment,
@@ -61,11 +70,20 @@ _CONTENT_TYPES = {
 }
 
 
-def plan_book(store: BookStore, book_id: str, worker_name: str) -> int:
-    """Split a submitted book into segments and queue its batches; return how many segments."""
+def plan_book(
+    store: BookStore, book_id: str, worker_name: str, engine: Callable[[], Engine] | None = None
+) -> int:
+    """Split a submitted book into segments and queue its batches; return how many segments.
+
+    A fixed book's new revision (revision 2 on) is planned by ``service.book_fix.plan_revision``
+    with the worker's engine (``engine()``), which names the segments to reuse.
+    """
     t0, cpu0 = time.time(), time.thread_time()
     try:
-        count = store.plan_and_queue(book_id, worker_name)
+        if engine is not None and int(_text(store.redis.hget(store.keys.book(book_id), "revision")) or 1) > 1:
+            count = plan_revision(store, engine(), book_id, worker_name)
+        else:
+            count = store.plan_and_queue(book_id, worker_name)
     except SpoolError as exc:
         # Text the segmenter refuses cannot be fixed by retrying: the book fails with the reason.
         store.fail(book_id, exc.code, exc.message)
@@ -234,29 +252,52 @@ def _chapter_pieces(
 
 
 def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer) -> list[str]:
-    """The assembly itself, streamed from the checkpoints to files on disk and from them to storage."""
+    """The assembly itself, streamed from the checkpoints to files on disk and from them to storage.
+
+    A fixed book's revision is written beside the files it replaces (``books/<id>/r<N>/``), which
+    keep being served until it succeeds; a chapter whose audio is unchanged (same chapter digest)
+    has its file copied from the previous revision rather than encoded again.
+    """
     # Process CPU (the encoders run on two threads) and this thread's (the critical path).
     t0, cpu0, thread0 = time.time(), time.process_time(), time.thread_time()
     svc = store.svc
     rec = store.record(book_id)
     store.start_assembly(book_id)
     spec = rec.render_spec
+    revision = rec.revision
     rv = dataclasses.replace(engine.check(spec.voice, spec.speed, spec.language), lexicon=store.lexicon(rec))
     plan = store.plan(book_id)
     segments = plan["segments"]
     qa_run = start_run(svc.settings, rv.lang) if spec.qa else None
     qa = qa_run if isinstance(qa_run, QaRun) else None
-    sources = [
-        ChapterSource(
+    previous = json.loads(rec.manifest) if rec.manifest else None
+    served = rec.served_revision or (1 if previous else 0)
+    old_chapters = previous["chapters"] if previous and served != revision else []
+    count = len(plan["chapters"])
+    sources = []
+    reuse: dict[int, str] = {}  # chapter number -> the previous revision's file to copy
+    for n, chapter in enumerate(plan["chapters"], start=1):
+        segs = segments[chapter["first"] : chapter["first"] + chapter["count"]]
+        digest = chapter_digest(
+            [segment_digest(seg, rv.spec, rv.speed, rv.lang, engine.model_id, rv.lexicon) for seg in segs],
             chapter["title"],
+            spec.gap if n < count else 0.0,
+            n == count,
             rv.sample_rate,
-            lambda c=chapter, n=number: _chapter_pieces(
-                store, engine, rv, segments[c["first"] : c["first"] + c["count"]], qa, (n, c["title"])
-            ),
-            tuple(chapter.get("parents", ())),
         )
-        for number, chapter in enumerate(plan["chapters"], start=1)
-    ]
+        old = old_chapters[n - 1] if n <= len(old_chapters) and len(old_chapters) == count else None
+        same = old is not None and old.get("digest") == digest
+        if same:
+            reuse[n] = old["file"]
+        sources.append(
+            ChapterSource(
+                chapter["title"],
+                rv.sample_rate,
+                lambda segs=segs, n=n, t=chapter["title"]: _chapter_pieces(store, engine, rv, segs, qa, (n, t)),
+                tuple(chapter.get("parents", ())),
+                meta={"digest": digest, "revision": int(old.get("revision", 1)) if same and old else revision},
+            )
+        )
     cover = None
     cover_key = svc.keys.book_file(book_id, "cover")
     if rec.cover_type and svc.storage.exists(cover_key):
@@ -264,6 +305,25 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
     keys = []
     steps: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="spool-book-") as tmp:
+        previous_m4b = None
+        if reuse:
+            old_cues = _old_cues(store, book_id, served, count)
+            for n, name in reuse.items():
+                # The unchanged chapter's file as the previous revision has it: copied, not encoded again.
+                path = Path(tmp) / f"reuse-{n}.{CHAPTER_FORMAT}"
+                _download(store, svc.keys.book_revision_file(book_id, served, name), path)
+                source = sources[n - 1]
+                source.encoded = path
+                entry = old_chapters[n - 1]
+                if old_cues is not None and "samples" in entry:
+                    source.cues, source.length = cues_from_json(old_cues[n - 1]), int(entry["samples"])
+            if all("offset" in c and "samples" in c for c in old_chapters):
+                # The M4B is rebuilt from the previous one: unchanged chapters' packets are copied.
+                previous_m4b = PreviousM4B(
+                    Path(tmp) / "previous.m4b",
+                    [(int(c["offset"]), int(c["offset"]) + int(c["samples"])) for c in old_chapters],
+                )
+                _download(store, svc.keys.book_revision_file(book_id, served, "book.m4b"), previous_m4b.path)
         out = Path(tmp) / "book"
         manifest = assemble_streamed(
             sources,
@@ -277,6 +337,9 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
             on_chapter=lambda _n: lock.check(),
             concurrent=svc.settings.assembly_concurrent,
             timings=steps,
+            extra={"revision": revision},
+            previous=previous_m4b,
+            cues_file=Path(tmp) / "cues.json",
         )
         steps["encoded_at"] = time.time()
         if qa_run is not None:
@@ -288,12 +351,15 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
             for name in names:
                 archive.write(out / name, arcname=name)
         steps["zipped_at"] = time.time()
-        for name, path in [*((n, out / n) for n in names), ("book.zip", zipped)]:
+        # cues.json (each chapter's cues) is not one of the book's files: the next fix reads it.
+        uploads = [*((n, out / n) for n in names), ("book.zip", zipped), ("cues.json", Path(tmp) / "cues.json")]
+        for name, path in uploads:
             lock.check()
-            key = svc.keys.book_file(book_id, name)
+            key = svc.keys.book_revision_file(book_id, revision, name)
             with open(path, "rb") as fh:
                 svc.storage.put(key, fh, _content_type(name))
-            keys.append(key)
+            if name != "cues.json":
+                keys.append(key)
         lock.check()
     # Where the assembly's time went, for the phase breakdown (benchmarks/book_phases.py).
     store.log_event(
@@ -306,14 +372,43 @@ def _assemble(store: BookStore, engine: Engine, book_id: str, lock: LockRenewer)
         **{k: f"{v:.4f}" for k, v in steps.items()},
     )
     store.succeed(book_id, manifest)
+    if previous and served and served != revision:
+        _drop_revision(store, book_id, served, [*previous["files"], "manifest.json", "book.zip", "cues.json"])
     log.info(
-        "book %s assembled: %d chapters, %.1f min (lock renewed %d times)",
+        "book %s assembled (revision %d): %d chapters, %d copied unchanged, %.1f min (lock renewed %d times)",
         book_id,
+        revision,
         len(sources),
+        len(reuse),
         manifest["duration"] / 60,
         lock.renewals,
     )
     return keys
+
+
+def _download(store: BookStore, key: str, path: Path) -> None:
+    """Copy a stored object to a local file, in pieces."""
+    with open(path, "wb") as fh:
+        for block in store.svc.storage.iter_range(key, 0, None):
+            fh.write(block)
+
+
+def _old_cues(store: BookStore, book_id: str, revision: int, count: int) -> list[Any] | None:
+    """Each chapter's cues as the previous revision's assembly kept them (None when it kept none)."""
+    key = store.keys.book_revision_file(book_id, revision, "cues.json")
+    if not store.svc.storage.exists(key):
+        return None
+    cues = json.loads(store.svc.storage.get(key))
+    return cues if len(cues) == count else None
+
+
+def _drop_revision(store: BookStore, book_id: str, revision: int, names: list[str]) -> None:
+    """Delete a replaced revision's outputs (its plan and source stay: they are small)."""
+    for name in names:
+        try:
+            store.svc.storage.delete(store.keys.book_revision_file(book_id, revision, name))
+        except SpoolError as exc:  # a leftover file costs storage only; the prefix goes with the book
+            log.warning("book %s: could not delete revision %d's %s: %s", book_id, revision, name, exc.message)
 
 
 def _content_type(name: str) -> str:

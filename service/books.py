@@ -113,6 +113,11 @@ class BookRecord(HashRecord):
     manifest: str | None = None  # the manifest as JSON, once assembled
     error_code: str | None = None
     error_message: str | None = None
+    # Fixes (issue 17 part 3): the revision rendered last, the one whose files are served, and the
+    # summary of the fix that started the current revision (JSON; see service.book_fix).
+    revision: int = 1
+    served_revision: int = 0
+    fix: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -262,6 +267,26 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
+def revision_status(store: BookStore, rec: BookRecord, done: int) -> dict[str, Any]:
+    """The revision fields of a book's JSON: revision, served revision, segments reused and rendered, fix."""
+    served = rec.served_revision or (1 if rec.manifest else 0)
+    rendered = int(store.redis.hlen(store.keys.book_renders(rec.id)))
+    note = None
+    if served and served < rec.revision:
+        if rec.state in FINISHED:
+            note = f"Revision {rec.revision} {rec.state}; the files are revision {served}'s, the last that succeeded."
+        else:
+            note = f"Revision {rec.revision} is {rec.state}; until it succeeds the files are revision {served}'s."
+    return {
+        "revision": rec.revision,
+        "served_revision": served or None,
+        "segments_rendered": rendered,
+        "segments_reused": max(0, done - rendered),
+        "fix": {k: v for k, v in json.loads(rec.fix).items() if k != "token"} if rec.fix else None,
+        "note": note,
+    }
+
+
 class BookStore:
     """Book records in Redis and plans in storage; every key comes from ``service.keys``."""
 
@@ -396,10 +421,13 @@ class BookStore:
         return rec
 
     def plan(self, book_id: str) -> dict[str, Any]:
-        """The book's plan (read from storage once per process; there once the book is planned)."""
-        if book_id not in self._plans:
-            self._plans[book_id] = json.loads(self.svc.storage.get(self.keys.book_file(book_id, "plan.json")))
-        return self._plans[book_id]
+        """The plan of the book's current revision (read from storage once per process and revision)."""
+        revision = int(_text(self.redis.hget(self.keys.book(book_id), "revision")) or 1)
+        cached = self._plans.get(book_id)
+        if cached is None or cached.get("revision", 1) != revision:
+            key = self.keys.book_revision_file(book_id, revision, "plan.json")
+            cached = self._plans[book_id] = json.loads(self.svc.storage.get(key))
+        return cached
 
     def source(self, book_id: str) -> dict[str, Any]:
         """The chapters chosen at submission, with what was skipped (read from storage once per process)."""
@@ -471,6 +499,7 @@ class BookStore:
             "qa": book_qa_view(spec.qa, manifest, self.svc.settings.qa_threshold, str(rec.state)),
             "files": manifest["files"] + ["book.zip"] if manifest else [],
             "error": {"code": rec.error_code, "message": rec.error_message or ""} if rec.error_code else None,
+            **revision_status(self, rec, len(done)),
         }
 
     # -- state changes ----------------------------------------------------------------------------
@@ -602,6 +631,7 @@ class BookStore:
                 "state": BookState.SUCCEEDED,
                 "finished_at": time.time(),
                 "manifest": json.dumps(manifest),
+                "served_revision": int(manifest.get("revision", 1)),
             },
         )
         self.redis.srem(self.keys.books_active(), book_id)

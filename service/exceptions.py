@@ -235,3 +235,15 @@ class QaNotInstalledError(InvalidRequestError):
 
     code = "qa_not_installed"
     http_status = 400
+
+
+class BookFixError(InvalidRequestError):
+    """A fix of a finished book (PATCH /v1/books/<id>) is malformed or does not fit the book's text."""
+
+    code = "invalid_book_fix"
+
+
+class BookBusyError(ConflictError):
+    """The book is rendering (or has never succeeded), so it cannot be fixed now."""
+
+    code = "book_busy"

@@ -236,6 +236,12 @@ class Keys:
         """Storage key of one of a book's files (plan, cover, outputs)."""
         return storage_key("books", check_id(book_id, "book id"), name)
 
+    def book_revision_file(self, book_id: str, revision: int, name: str) -> str:
+        """Storage key of a file of one revision of a book: revision 1 where books always kept them, then ``r<N>/``."""
+        if revision <= 1:
+            return self.book_file(book_id, name)
+        return storage_key("books", check_id(book_id, "book id"), f"r{int(revision)}", name)
+
     def segment_checkpoint(self, digest: str) -> str:
         """Storage key of one rendered segment, named by the hash of what it was rendered from."""
         return storage_key("segments", digest[:2], f"{digest}.npz")

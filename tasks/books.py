@@ -16,7 +16,9 @@ from tasks.celery_app import celery_app
 def plan_book(self: Any, book_id: str) -> int:
     """Split a submitted book into segments and queue its batches."""
     with log_context(job_id=book_id):
-        return book_render.plan_book(worker.get_services().books, book_id, worker.worker_name())
+        return book_render.plan_book(
+            worker.get_services().books, book_id, worker.worker_name(), engine=worker.get_engine
+        )
 
 
 @celery_app.task(name=BOOK_RENDER, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

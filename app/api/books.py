@@ -204,12 +204,13 @@ def get_file(book_id: str, name: str):  # type: ignore[no-untyped-def]
     svc = services()
     store = _store()
     payload = store.payload(book_id, current_owner())
-    if payload["state"] != "succeeded":
+    # A fixed book serves its last good revision while the next one renders (or after it failed).
+    if not payload["served_revision"]:
         raise ConflictError(f"Book {book_id} is {payload['state']}; files exist once it has succeeded.")
     allowed = set(payload["files"]) | {"manifest.json"}
     if name not in allowed or not PART_RE.match(name):
         raise NotFoundError(f"Book {book_id} has no file {name!r}; files: {', '.join(sorted(allowed))}.")
-    key = svc.keys.book_file(book_id, name)
+    key = svc.keys.book_revision_file(book_id, payload["served_revision"], name)
     info = svc.storage.info(key)
     headers = {
         "Content-Length": str(info.size),
