@@ -217,3 +217,17 @@ class BatchFailedError(ServiceError):
 
     code = "batch_failed"
     http_status = 500
+
+
+class BookTooLargeError(ServiceError):
+    """Parsing the upload ran past the parser's memory or CPU limit (SPOOL_PARSE_MEMORY_MB, SPOOL_PARSE_CPU_SECONDS)."""
+
+    code = "book_too_large"
+    http_status = 413
+
+
+class BookUnreadableError(ServiceError):
+    """The parser of an upload stopped without an answer (a crash, not a limit)."""
+
+    code = "book_unreadable"
+    http_status = 400
