@@ -108,7 +108,7 @@ def test_bombs_past_the_cheap_checks_fail_in_the_parse_worker_and_rendering_goes
     ends = {}
     for name, data, code in (
         ("dense.epub", bombs.dense(40), "book_too_large"),
-        ("lying.epub", bombs.lying_sizes(), "book_too_large"),
+        ("lying.epub", bombs.lying_sizes(128 << 20), "book_too_large"),  # more than the child may hold
     ):
         response = _post(client, name, data)
         assert response.status_code == 202, (name, response.data[:300])
@@ -161,7 +161,6 @@ def test_plan_only_waits_for_the_plan_or_answers_202_with_its_link(
             what="the plan",
         )
         assert BookPlan.model_validate(plan).title == "Plan Me"
-        assert api.get(body.links["plan"], headers={"Authorization": "Bearer nobody"}).status_code in (401, 404)
     finally:
         impatient.extensions["spool"].close()
 
