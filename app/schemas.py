@@ -27,7 +27,7 @@ from service import jobs
 from service.exceptions import InvalidRequestError, PayloadTooLargeError
 from service.jobs import JobSpec, iso_time
 from service.qa import check_qa_request, job_qa_view, parse_qa_flag
-from service.states import JOB_STATES
+from service.states import BOOK_STATES, JOB_STATES
 from service.webhooks import STATES as WEBHOOK_STATES
 
 #: Spool's own ``model`` names for ``POST /v1/audio/speech``.
@@ -479,6 +479,15 @@ class BookPlan(BaseModel):
     warnings: list[str]
 
 
+class BookPlanPending(BaseModel):
+    """A plan_only upload not parsed within SPOOL_PLAN_WAIT seconds: fetch the plan from ``links.plan``."""
+
+    id: str
+    object: Literal["book.plan.pending"]
+    state: Literal["parsing"]
+    links: dict[str, str] = Field(description="plan: GET it until it answers 200 (or the parser's 4xx).")
+
+
 class BookChapter(BaseModel):
     """One chapter being rendered."""
 
@@ -559,7 +568,10 @@ class Book(BaseModel):
 
     id: str
     object: Literal["book"]
-    state: Literal["queued", "rendering", "assembling", "succeeded", "failed", "cancelled"]
+    state: Literal[BOOK_STATES] = Field(  # type: ignore[valid-type]
+        description="parsing: stored, a light worker reads the upload; then queued, rendering, assembling, "
+        "and one of succeeded, failed (error says why: invalid_book, book_too_large, ...), cancelled."
+    )
     title: str
     author: str
     voice: str

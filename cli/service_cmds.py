@@ -386,13 +386,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 0:
         command = worker_command(queues, pool="prefork", concurrency=workers, name="serve", loglevel=loglevel)
         children.append(Child("worker", _popen(command, env), args.stop_timeout))
+        # A light worker (no model) parses uploads and delivers webhooks, so neither waits behind
+        # hours of rendering; each parse runs in a child process with limits (service.book_parse).
+        light = [settings.parse_queue, settings.webhook_queue]
+        command = worker_command(
+            light, pool="prefork", concurrency=defaults.LIGHT_WORKERS, name="light", loglevel=loglevel
+        )
+        children.append(Child("light-worker", _popen(command, env), args.stop_timeout))
     web = web_command(args.host, args.port, args.web_workers, args.dev)
     children.append(Child("web", _popen(web, env), STOP_TIMEOUT))
     supervisor = Supervisor(children)
     supervisor.install_signals()
     print(
         f"spool: serving on http://{args.host}:{args.port} with {workers} worker process(es) x {threads} "
-        f"engine thread(s) on queue(s) {','.join(queues)}; Ctrl-C or SIGTERM stops "
+        f"engine thread(s) on queue(s) {','.join(queues)}, and a light worker for book parsing and "
+        "webhooks; Ctrl-C or SIGTERM stops "
         "(`spool ready` waits until a worker has its engine loaded)",
         file=sys.stderr,
     )

@@ -218,6 +218,30 @@ LEXICON_MAX_BYTES = 2 * 1024 * 1024
 #: Queue the webhook deliveries go to: a light task any worker (or a webhook-only one) consumes.
 WEBHOOK_QUEUE = "webhooks"
 
+#: Queue book uploads are parsed from: a light task (no model) in a child process with the limits
+#: below, so an upload bomb costs neither the web process nor a render worker.
+PARSE_QUEUE = "parse"
+
+#: Address space (MiB) of the child process parsing one upload; past it the book fails ``book_too_large``.
+PARSE_MEMORY_MB = 1024
+
+#: Processes of the light worker ``spool serve`` starts for the parse and webhook queues (no model each).
+LIGHT_WORKERS = 2
+
+#: CPU seconds the child process parsing one upload may use; past them the book fails ``book_too_large``.
+PARSE_CPU_SECONDS = 60
+
+#: Seconds ``POST /v1/books`` with ``plan_only=true`` waits for the parse before answering 202 with a
+#: link to fetch the plan later (``GET /v1/books/<id>/plan``).
+PLAN_WAIT = 20.0
+
+#: Seconds a ``plan_only`` request's plan (or its error) is kept for ``GET /v1/books/<id>/plan``.
+PLAN_TTL = 3600
+
+#: ``plan_only`` requests one web process lets wait for their plan at once; beyond them the answer is
+#: 202 with the link at once, so waiting requests cannot hold every web thread.
+PLAN_WAITERS = 4
+
 #: Deliveries tried per finished job (the first one and the retries).
 WEBHOOK_ATTEMPTS = 4
 

@@ -148,6 +148,11 @@ class Settings:
 
     # -- exposure and webhooks (docs/security.md) -------------------------------------------------
     webhook_queue: str = defaults.WEBHOOK_QUEUE
+    # -- book parsing off the web process (issue 14, item 2) --
+    parse_queue: str = defaults.PARSE_QUEUE
+    parse_memory_mb: int = defaults.PARSE_MEMORY_MB
+    parse_cpu_seconds: int = defaults.PARSE_CPU_SECONDS
+    plan_wait: float = defaults.PLAN_WAIT
     webhook_attempts: int = defaults.WEBHOOK_ATTEMPTS
     webhook_backoff: float = defaults.WEBHOOK_BACKOFF
     webhook_allow: tuple[str, ...] = defaults.WEBHOOK_ALLOW
@@ -222,6 +227,15 @@ class Settings:
         if not QUEUE_NAME_RE.match(self.webhook_queue):
             raise SettingsError(
                 f"SPOOL_WEBHOOK_QUEUE={self.webhook_queue!r}: use lower-case letters, digits, '_' or '-'."
+            )
+        if not QUEUE_NAME_RE.match(self.parse_queue):
+            raise SettingsError(
+                f"SPOOL_PARSE_QUEUE={self.parse_queue!r}: use lower-case letters, digits, '_' or '-'."
+            )
+        if self.parse_memory_mb < 64 or self.parse_cpu_seconds < 1:
+            raise SettingsError(
+                "SPOOL_PARSE_MEMORY_MB must be at least 64 and SPOOL_PARSE_CPU_SECONDS at least 1 "
+                f"(defaults {defaults.PARSE_MEMORY_MB} and {defaults.PARSE_CPU_SECONDS})."
             )
         if self.webhook_attempts < 1:
             raise SettingsError("SPOOL_WEBHOOK_ATTEMPTS must be at least 1 (the first delivery).")

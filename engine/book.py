@@ -30,6 +30,7 @@ import html
 import io
 import posixpath
 import re
+import struct
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ PROSE_PARAGRAPH_WORDS = 12
 
 #: Words per minute of audio at speed 1.0 (af_heart on Alice chapter 1: 2,146 words in 11.0 min).
 WORDS_PER_MINUTE = 195.0
+
+#: Members larger than this are held to MAX_COMPRESSION_RATIO one by one (small ones only in total).
+RATIO_CHECKED_BYTES = 1024 * 1024
 
 #: Formats the parser reads, by file extension.
 BOOK_FORMATS: dict[str, str] = {
@@ -1009,6 +1013,146 @@ def _xml(data: bytes, what: str) -> ElementTree.Element:
         raise BookError(f"The EPUB's {what} is not well-formed XML ({exc}).") from None
 
 
+@dataclass(frozen=True)
+class ZipMember:
+    """One entry of a zip's central directory: its name and declared sizes (nothing inflated)."""
+
+    name: str
+    file_size: int
+    compress_size: int
+
+
+def check_members(members: list[ZipMember]) -> None:
+    """Refuse an archive whose declared sizes look like a zip bomb (the limits above, one home for them)."""
+    if len(members) > MAX_MEMBERS:
+        raise BookError(f"The EPUB holds more than {MAX_MEMBERS:,} files; the limit is {MAX_MEMBERS:,}.")
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        raise BookError(f"The EPUB inflates to {total:,} bytes; the limit is {MAX_UNCOMPRESSED_BYTES:,}.")
+    for member in members:
+        if member.file_size > RATIO_CHECKED_BYTES and member.file_size > MAX_COMPRESSION_RATIO * max(
+            1, member.compress_size
+        ):
+            raise BookError(
+                f"The EPUB member {member.name[:100]!r} inflates {member.file_size // max(1, member.compress_size):,}"
+                f" times (limit {MAX_COMPRESSION_RATIO}): the file looks like a zip bomb."
+            )
+    packed = sum(m.compress_size for m in members)
+    # Many small members (each under the per-member check) can add up to a bomb too.
+    if total > RATIO_CHECKED_BYTES and total > MAX_COMPRESSION_RATIO * max(1, packed):
+        raise BookError(
+            f"The EPUB inflates {total // max(1, packed):,} times in all (limit {MAX_COMPRESSION_RATIO}): "
+            "the file looks like a zip bomb."
+        )
+
+
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
+_ZIP64_LOCATOR = struct.Struct("<4sLQL")
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # one central directory header
+
+
+def _not_a_zip(why: str) -> BookError:
+    return BookError(f"The EPUB is not a valid ZIP archive ({why}): the file is damaged or not an EPUB.")
+
+
+def _zip64_sizes(extra: bytes, file_size: int, compress_size: int) -> tuple[int, int]:
+    """The real sizes of a ZIP64 entry, from its extra field (only the fields marked 0xFFFFFFFF are there)."""
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<2H", extra, pos)
+        body = extra[pos + 4 : pos + 4 + size]
+        if tag == 1:
+            values = [v for (v,) in struct.iter_unpack("<Q", body[: len(body) // 8 * 8])]
+            if file_size == 0xFFFFFFFF and values:
+                file_size = values.pop(0)
+            if compress_size == 0xFFFFFFFF and values:
+                compress_size = values.pop(0)
+            break
+        pos += 4 + size
+    return file_size, compress_size
+
+
+def zip_members(data: bytes) -> list[ZipMember]:
+    """The central directory of the zip in ``data``, read without inflating anything.
+
+    Walks the directory itself, stopping one entry past MAX_MEMBERS, so a directory of a million
+    entries costs no more than ten thousand (``zipfile`` would build an object for each first).
+    """
+    if not data.startswith(b"PK\x03\x04"):
+        raise _not_a_zip("it does not start with a ZIP header")
+    end = data.rfind(b"PK\x05\x06", max(0, len(data) - _EOCD.size - 0xFFFF))
+    if end < 0 or end + _EOCD.size > len(data):
+        raise _not_a_zip("no end of central directory")
+    _, _, _, _, count, size, _, _ = _EOCD.unpack_from(data, end)
+    start = end - size
+    locator = end - _ZIP64_LOCATOR.size
+    if locator >= 0 and data[locator : locator + 4] == b"PK\x06\x07":
+        record = locator - _ZIP64_EOCD.size
+        if record < 0 or data[record : record + 4] != b"PK\x06\x06":
+            raise _not_a_zip("a broken ZIP64 record")
+        fields = _ZIP64_EOCD.unpack_from(data, record)
+        count, size = fields[7], fields[8]
+        start = record - size
+    if count > MAX_MEMBERS:
+        raise BookError(f"The EPUB holds {count:,} files; the limit is {MAX_MEMBERS:,}.")
+    if start < 0:
+        raise _not_a_zip("the central directory lies outside the file")
+    members: list[ZipMember] = []
+    pos, stop = start, start + size
+    while pos < stop:
+        if len(members) > MAX_MEMBERS:
+            break  # check_members refuses it; reading on would only cost time
+        if pos + _CENTRAL.size > len(data) or data[pos : pos + 4] != b"PK\x01\x02":
+            raise _not_a_zip("a broken central directory")
+        header = _CENTRAL.unpack_from(data, pos)
+        flags, compress_size, file_size = header[3], header[8], header[9]
+        name_len, extra_len, comment_len = header[10], header[11], header[12]
+        pos += _CENTRAL.size
+        raw_name = data[pos : pos + name_len]
+        extra = data[pos + name_len : pos + name_len + extra_len]
+        pos += name_len + extra_len + comment_len
+        if 0xFFFFFFFF in (file_size, compress_size):
+            file_size, compress_size = _zip64_sizes(extra, file_size, compress_size)
+        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
+        members.append(ZipMember(name, file_size, compress_size))
+    return members
+
+
+def check_upload(filename: str, data: bytes) -> str:
+    """Cheap checks of an uploaded book, nothing parsed or inflated; return its format (BOOK_FORMATS).
+
+    For the web process: the size, the type by suffix and by content, and for an EPUB its central
+    directory (member count, declared sizes, compression ratios, container and package present).
+    Raises BookError with what is wrong; parsing (:func:`load_book`) happens elsewhere, bounded.
+    """
+    kind = BOOK_FORMATS.get(Path(filename).suffix.lower())
+    if kind is None:
+        raise BookError(f"Unsupported book type {Path(filename).suffix or filename!r}: upload "
+                        f"{', '.join(sorted(BOOK_FORMATS))}.")
+    if len(data) > MAX_BOOK_BYTES:
+        raise BookError(f"The book is {len(data):,} bytes; the limit is {MAX_BOOK_BYTES:,}.", size=len(data))
+    if not data.strip():
+        raise BookError("The book file is empty: upload an EPUB, .txt or .md file with text in it.")
+    if kind != "epub":
+        if data.startswith(b"PK\x03\x04"):
+            raise BookError("The file is a ZIP archive, not text: if it is an EPUB, name it .epub.")
+        head = data[:4096]
+        if b"\x00" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise BookError("The file is binary, not text: upload an EPUB, or a UTF-8 .txt or .md file.")
+        return kind
+    members = zip_members(data)
+    check_members(members)
+    names = {m.name.lower() for m in members}
+    if "meta-inf/encryption.xml" in names:
+        raise BookError("The EPUB is encrypted (DRM): Spool can only read DRM-free books.")
+    if "meta-inf/container.xml" not in names:
+        raise BookError("The EPUB has no META-INF/container.xml: it is damaged or not an EPUB.")
+    if not any(name.endswith(".opf") for name in names):
+        raise BookError("The EPUB has no package (.opf) file: it is damaged or not an EPUB.")
+    return kind
+
+
 @dataclass
 class _Item:
     """One manifest item of an EPUB."""
@@ -1030,19 +1174,7 @@ class _Archive:
                 "The EPUB is not a valid ZIP archive: the file is damaged or not an EPUB."
             ) from exc
         infos = self.zip.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise BookError(f"The EPUB holds {len(infos):,} files; the limit is {MAX_MEMBERS:,}.")
-        total = sum(i.file_size for i in infos)
-        if total > MAX_UNCOMPRESSED_BYTES:
-            raise BookError(f"The EPUB inflates to {total:,} bytes; the limit is {MAX_UNCOMPRESSED_BYTES:,}.")
-        for info in infos:
-            if info.file_size > 1024 * 1024 and info.file_size > MAX_COMPRESSION_RATIO * max(
-                1, info.compress_size
-            ):
-                raise BookError(
-                    f"The EPUB member {info.filename[:100]!r} inflates {info.file_size // max(1, info.compress_size):,}"
-                    f" times (limit {MAX_COMPRESSION_RATIO}): the file looks like a zip bomb."
-                )
+        check_members([ZipMember(i.filename, i.file_size, i.compress_size) for i in infos])
         self.names = {i.filename: i for i in infos}
         self._folded = {name.lower(): name for name in self.names}
 

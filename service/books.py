@@ -1,7 +1,8 @@
 """Book rendering as a service: plan in a worker, fan segments out to every worker, assemble once.
 
-A submitted book is parsed into chapters in the web process (to answer a bad file with a 4xx at
-once); the chosen chapters go to storage (``source.json``) and a plan task to the queue. A worker
+A submitted book is checked cheaply in the web process and parsed into chapters by a light worker
+in a child process with limits (``service.book_parse``); the chosen chapters go to storage
+(``source.json``) and a plan task to the queue. A worker
 splits them into segments (``plan.json``) and queues the segments in small batches at low
 priority, so every worker takes part and interactive jobs still overtake them. Each rendered
 segment is checkpointed in storage under a hash of what it was made from (text, voice, speed,
@@ -118,6 +119,12 @@ class BookRecord(HashRecord):
     revision: int = 1
     served_revision: int = 0
     fix: str | None = None
+    # Parsing off the web process (service.book_parse): the raw upload's storage name while it is
+    # parsed, the worker parsing it, how many times a parse started, and when it ended.
+    upload: str = ""
+    parser: str | None = None
+    parse_attempts: int = 0
+    parsed_at: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -443,8 +450,14 @@ class BookStore:
     def payload(self, book_id: str, owner: str | None = None) -> dict[str, Any]:
         """The JSON form of a book: state, progress with ETA, chapters and their states, files."""
         rec = self.record(book_id, owner)
-        # Before a worker plans it, the chapters are the ones chosen at submission, with no segments yet.
-        plan = self.plan(book_id) if rec.is_planned else self.source(book_id)
+        # Before a worker plans it, the chapters are the ones chosen at submission, with no segments yet;
+        # before its upload is parsed (or when the parse failed), none.
+        if rec.is_planned:
+            plan = self.plan(book_id)
+        elif rec.upload and rec.parsed_at is None:
+            plan = {"chapters": [], "skipped": [], "warnings": []}
+        else:
+            plan = self.source(book_id)
         spec = rec.render_spec
         done = {int(_text(i)) for i in self.redis.smembers(self.keys.book_done(book_id))}
         total = rec.segments_total

@@ -247,3 +247,17 @@ class BookBusyError(ConflictError):
     """The book is rendering (or has never succeeded), so it cannot be fixed now."""
 
     code = "book_busy"
+
+
+class BookTooLargeError(ServiceError):
+    """Parsing the upload ran past the parser's memory or CPU limit (SPOOL_PARSE_MEMORY_MB, SPOOL_PARSE_CPU_SECONDS)."""
+
+    code = "book_too_large"
+    http_status = 413
+
+
+class BookUnreadableError(ServiceError):
+    """The parser of an upload stopped without an answer (a crash, not a limit)."""
+
+    code = "book_unreadable"
+    http_status = 400

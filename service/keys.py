@@ -242,6 +242,18 @@ class Keys:
             return self.book_file(book_id, name)
         return storage_key("books", check_id(book_id, "book id"), f"r{int(revision)}", name)
 
+    def book_parsed(self, book_id: str) -> str:
+        """List a parse worker pushes one outcome to when it has parsed an upload (``plan_only`` waits on it)."""
+        return self._k("book", check_id(book_id, "book id"), "parsed")
+
+    def plan_request(self, plan_id: str) -> str:
+        """Hash of one ``plan_only`` request: owner, state, options, then the plan or the parser's error."""
+        return self._k("plan", check_id(plan_id, "plan id"))
+
+    def plan_file(self, plan_id: str, name: str) -> str:
+        """Storage key of a ``plan_only`` request's upload (deleted once parsed)."""
+        return storage_key("previews", check_id(plan_id, "plan id"), name)
+
     def segment_checkpoint(self, digest: str) -> str:
         """Storage key of one rendered segment, named by the hash of what it was rendered from."""
         return storage_key("segments", digest[:2], f"{digest}.npz")

@@ -5,6 +5,8 @@ Two mechanisms, both sending work again only when the job store's compare-and-se
 * **Orphans** (:func:`recover_jobs`, :func:`recover_books`): a job or batch marked running on a worker
   that stopped beating (killed, host lost) is put back in the queue; a finished book whose assembly lock
   expired is assembled again.
+* **Parses** (issue 14): a book still ``parsing`` whose parse worker stopped beating, or whose parse
+  message nothing carries, gets its parse sent again; ``parse_attempts`` counts against ``max_attempts``.
 * **Reconciliation** (:func:`reconcile`, one worker at a time under a Redis lock): every job or batch
   whose state says queued or running but which no live worker holds (heartbeats) and no broker message
   carries (the broker's queue lists and its unacked hash, read as kombu's Redis transport stores them)
@@ -26,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from config import defaults
-from service.books import BookNotFoundError, BookStore, _text
+from service.book_parse import BOOK, fail_parse, send_parse
+from service.books import BookNotFoundError, BookRecord, BookStore, _text
 from service.exceptions import AttemptsExhaustedError, BatchFailedError
 from service.keys import Keys
 from service.states import FINISHED, BookState
-from service.task_names import BOOK_ASSEMBLE, BOOK_PLAN, BOOK_RENDER
+from service.task_names import BOOK_ASSEMBLE, BOOK_PARSE, BOOK_PLAN, BOOK_RENDER
 from service.webhooks import notify
 
 if TYPE_CHECKING:
@@ -58,15 +61,19 @@ def attempts_message(what: str, attempts: int) -> str:
 
 @dataclass
 class BrokerSnapshot:
-    """What the broker's messages carry: job task ids, book batches and book plans."""
+    """What the broker's messages carry: job task ids, book batches, book plans and book parses."""
 
     task_ids: set[str] = field(default_factory=set)
     batches: set[tuple[str, int]] = field(default_factory=set)
     plans: set[str] = field(default_factory=set)
+    parses: set[str] = field(default_factory=set)
 
     def __or__(self, other: BrokerSnapshot) -> BrokerSnapshot:
         return BrokerSnapshot(
-            self.task_ids | other.task_ids, self.batches | other.batches, self.plans | other.plans
+            self.task_ids | other.task_ids,
+            self.batches | other.batches,
+            self.plans | other.plans,
+            self.parses | other.parses,
         )
 
 
@@ -94,6 +101,8 @@ def _read_message(raw: bytes | str, snapshot: BrokerSnapshot) -> None:
             snapshot.batches.add((str(book_id), int(batch)))
         elif task == BOOK_PLAN:
             snapshot.plans.add(str(_message_body_args(message)[0]))
+        elif task == BOOK_PARSE:
+            snapshot.parses.add(str(_message_body_args(message)[0]))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         log.debug("unreadable broker message skipped", exc_info=True)
 
@@ -188,6 +197,10 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
         if rec.state in FINISHED:
             store.redis.srem(store.keys.books_active(), book_id)
             continue
+        if rec.state == BookState.PARSING:
+            if rec.parser and rec.parser not in live_workers:
+                requeue_parse(store, rec, rec.parser, "its parse worker stopped beating")
+            continue
         if not rec.is_planned:
             # A planner that died mid-plan: plan again (planning is idempotent until it completes).
             if rec.planner and rec.planner not in live_workers:
@@ -222,6 +235,22 @@ def recover_books(store: BookStore, live_workers: set[str], interval: float) -> 
                 priority=defaults.PRIORITIES["low"],
             )
     return requeued
+
+
+def requeue_parse(store: BookStore, rec: BookRecord, expected_parser: str, why: str) -> bool:
+    """Send a book's parse again if ``expected_parser`` still holds it; fail the book past its attempts."""
+    key = store.keys.book(rec.id)
+    # Compare-and-set on the parser field: only the recovery that still sees the old holder acts.
+    if _text(store.redis.hget(key, "parser")) != expected_parser:
+        return False
+    store.redis.hset(key, "parser", "")
+    attempts = int(_text(store.redis.hget(key, "parse_attempts")) or 0)
+    if attempts >= store.svc.settings.max_attempts:
+        fail_parse(store.svc, rec.id, AttemptsExhaustedError.code, attempts_message(f"Parsing book {rec.id}", attempts))
+        return False
+    send_parse(store.svc, rec.id, BOOK)
+    log.warning("book %s was parsing%s (%s): parse requeued", rec.id, f" on {expected_parser}" if expected_parser else "", why)
+    return True
 
 
 def _batch_attempts(store: BookStore, book_id: str, batch: int) -> int:
@@ -299,9 +328,10 @@ class Orphans:
     jobs: list[Job] = field(default_factory=list)
     batches: list[tuple[str, int, str]] = field(default_factory=list)  # book, batch, status seen
     plans: list[str] = field(default_factory=list)
+    parses: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.jobs or self.batches or self.plans)
+        return bool(self.jobs or self.batches or self.plans or self.parses)
 
 
 def _job_since(job: Job) -> float:
@@ -335,6 +365,11 @@ def _find_orphans(svc: Services, snapshot: BrokerSnapshot, now: float) -> tuple[
         if rec.state in FINISHED:
             continue
         queue = rec.queue or svc.settings.queue
+        if rec.state == BookState.PARSING:
+            if not rec.parser and book_id not in snapshot.parses and now - rec.created_at >= grace:
+                orphans.parses.append(book_id)
+                queues.add(svc.settings.parse_queue)
+            continue
         if not rec.is_planned:
             if not rec.planner and book_id not in snapshot.plans and now - rec.created_at >= grace:
                 orphans.plans.append(book_id)
@@ -366,7 +401,12 @@ def reconcile(svc: Services, *, holder: str = "sweep", locked: bool = True) -> O
         svc.keys.reconcile_lock(), holder, nx=True, ex=max(1, int(settings.reconcile_interval))
     ):
         return Orphans()
-    queues = {settings.queue, *defaults.QUEUES, *(q for w in svc.workers.live() for q in w.get("queues", ()))}
+    queues = {
+        settings.queue,
+        settings.parse_queue,
+        *defaults.QUEUES,
+        *(q for w in svc.workers.live() for q in w.get("queues", ())),
+    }
     first = broker_snapshot(svc, queues)
     orphans, extra_queues = _find_orphans(svc, first, time.time())
     if not orphans:
@@ -397,4 +437,12 @@ def reconcile(svc: Services, *, holder: str = "sweep", locked: bool = True) -> O
             svc.books.send_plan(book_id)
             log.warning("book %s was never planned and no message carried its plan: requeued", book_id)
             result.plans.append(book_id)
+    for book_id in confirmed.parses:
+        if book_id in orphans.parses:
+            try:
+                rec = svc.books.record(book_id)
+            except BookNotFoundError:
+                continue
+            requeue_parse(svc.books, rec, "", "no worker held it and no broker message carried its parse")
+            result.parses.append(book_id)
     return result

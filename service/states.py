@@ -31,8 +31,10 @@ class JobState(_State):
 
 
 class BookState(_State):
-    """Where a book is: waiting, rendering its segments, being assembled, or finished."""
+    """Where a book is: its upload being parsed, waiting, rendering its segments, being assembled, or finished."""
 
+    # Accepted and stored; a light worker parses the upload (in a child process with limits).
+    PARSING = "parsing"
     QUEUED = "queued"
     RENDERING = "rendering"
     ASSEMBLING = "assembling"
@@ -43,3 +45,6 @@ class BookState(_State):
 
 #: Job state names, in the order jobs pass through them (the job store's per-state indexes use it).
 JOB_STATES: tuple[str, ...] = tuple(state.value for state in JobState)
+
+#: Book state names, in the order books pass through them.
+BOOK_STATES: tuple[str, ...] = tuple(state.value for state in BookState)

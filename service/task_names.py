@@ -5,6 +5,10 @@ from __future__ import annotations
 #: Render one job (``tasks.synthesis.synthesize``).
 SYNTHESIZE = "spool.synthesize"
 
+#: Parse an uploaded book (or a ``plan_only`` request) in a limited child process (``tasks.books.parse_book``),
+#: on the light parse queue.
+BOOK_PARSE = "spool.book_parse"
+
 #: Split a submitted book into segments and queue its batches (``tasks.books.plan_book``).
 BOOK_PLAN = "spool.book_plan"
 

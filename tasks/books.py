@@ -1,15 +1,22 @@
-"""Book tasks: render a batch of segments into checkpoints; assemble the audiobook once all are done."""
+"""Book tasks: parse an upload (light, no model); render a batch of segments into checkpoints; assemble."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service import book_render
+from service import book_parse, book_render
 from service.logging import log_context
 from service.recovery import batch_failed
-from service.task_names import BOOK_ASSEMBLE, BOOK_PLAN, BOOK_RENDER
+from service.task_names import BOOK_ASSEMBLE, BOOK_PARSE, BOOK_PLAN, BOOK_RENDER
 from tasks import worker
 from tasks.celery_app import celery_app
+
+
+@celery_app.task(name=BOOK_PARSE, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def parse_book(self: Any, item_id: str, kind: str = book_parse.BOOK) -> str:
+    """Parse an uploaded book (or a plan_only request) in a child process with limits; queue its plan."""
+    with log_context(job_id=item_id):
+        return book_parse.parse_upload(worker.get_services(), item_id, kind, worker.worker_name())
 
 
 @celery_app.task(name=BOOK_PLAN, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

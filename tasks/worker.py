@@ -146,6 +146,7 @@ def _heartbeat_record() -> dict[str, Any]:
         "queues": list(_state["queues"]),
         "pool": _state["pool"],
         "engine_ready": _state["engine"] is not None,
+        "light": not _needs_engine(),  # a webhook / parse worker: no model, renders nothing
         "engine_load_seconds": _state["engine_seconds"],
         "threads": settings.engine_threads or None,
         "providers": list(settings.providers),
@@ -223,9 +224,10 @@ def _load_or_exit() -> None:
 
 
 def _needs_engine() -> bool:
-    """False for a worker that consumes only the webhook queue: it renders nothing, so loads no model."""
+    """False for a worker that consumes only light queues (webhooks, book parsing): it loads no model."""
     queues = set(_state["queues"])
-    return not queues or not queues <= {get_settings().webhook_queue}
+    settings = get_settings()
+    return not queues or not queues <= {settings.webhook_queue, settings.parse_queue}
 
 
 def _runs_tasks_in_main_process(pool: str) -> bool:

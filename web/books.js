@@ -8,7 +8,7 @@
   const KEY_STORAGE = "spool.apiKey";
   const POLL_MS = 2000;
   const $ = (id) => document.getElementById(id);
-  const ACTIVE = new Set(["queued", "rendering", "assembling"]);
+  const ACTIVE = new Set(["parsing", "queued", "rendering", "assembling"]);
 
   function authHeaders(extra = {}) {
     const key = localStorage.getItem(KEY_STORAGE);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request, url_for
@@ -10,15 +11,23 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from app import services
 from app.apidoc import operation
 from app.auth import current_owner
-from app.schemas import Book, BookList, BookPlan, BookRequest, check_lexicon_id
+from app.schemas import Book, BookList, BookPlan, BookPlanPending, BookRequest, check_lexicon_id
 from config import defaults
 from engine.audiobook import DEFAULT_CHAPTER_GAP
-from engine.book import BOOK_FORMATS, load_book, parse_chapter_list
-from engine.exceptions import InvalidSpeedError
+from engine.book import BOOK_FORMATS, check_upload, parse_chapter_list
+from engine.exceptions import BookError, InvalidSpeedError
 from engine.languages import normalize_lang
 from engine.voices import check_speed
+from service.book_parse import accept_book, plan_state, request_plan, wait_parsed
 from service.books import BookSpec, BookStore
-from service.exceptions import ConflictError, InvalidRequestError, NotFoundError, PayloadTooLargeError
+from service.exceptions import (
+    BookTooLargeError,
+    BookUnreadableError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 from service.keys import PART_RE
 from service.logging import bind_job
 from service.qa import check_qa_request, parse_qa_flag
@@ -32,6 +41,12 @@ MAX_CHAPTER_GAP = 10.0
 
 _TRUE = {"1", "true", "yes", "on"}
 
+#: plan_only requests of this process waiting for their parse (beyond it they get 202 at once).
+_plan_waiters = threading.BoundedSemaphore(defaults.PLAN_WAITERS)
+
+#: The error a failed parse is answered with, by its code (the parser's message goes with it).
+_PARSE_ERRORS = {e.code: e for e in (BookError, BookTooLargeError, BookUnreadableError)}
+
 
 def _store() -> BookStore:
     return BookStore(services())
@@ -40,8 +55,27 @@ def _store() -> BookStore:
 def _links(book_id: str) -> dict[str, str]:
     return {
         "self": url_for("books.get_book", book_id=book_id, _external=True),
+        "plan": url_for("books.get_plan", book_id=book_id, _external=True),
         "zip": url_for("books.get_file", book_id=book_id, name="book.zip", _external=True),
     }
+
+
+def _plan_response(plan_id: str, owner: str):  # type: ignore[no-untyped-def]
+    """The plan (200), the parser's error (4xx, as the upload itself would get), or 202 while it is parsed."""
+    found = plan_state(services(), plan_id, owner)
+    if found["plan"] is not None:
+        return jsonify(found["plan"])
+    if found["error"] is not None:
+        error = _PARSE_ERRORS.get(found["error"]["code"], BookUnreadableError)
+        if found["error"]["code"] not in _PARSE_ERRORS:  # cancelled, attempts exhausted: not the file's fault
+            raise ConflictError(found["error"]["message"], state=found["state"], code=found["error"]["code"])
+        raise error(found["error"]["message"])
+    link = url_for("books.get_plan", book_id=plan_id, _external=True)
+    response = jsonify({"id": plan_id, "object": "book.plan.pending", "state": "parsing", "links": {"plan": link}})
+    response.status_code = 202
+    response.headers["Location"] = link
+    response.headers["Retry-After"] = "2"
+    return response
 
 
 def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
@@ -89,19 +123,30 @@ def _spec_from_form(catalog) -> BookSpec:  # type: ignore[no-untyped-def]
     form=BookRequest,
     responses={
         200: (BookPlan, "With plan_only=true: the chapter plan; nothing is rendered."),
-        202: (Book, "Stored; a worker plans it, then every worker renders it."),
+        202: (
+            Book,
+            "Stored (state parsing); a light worker parses it, a worker plans it, then every worker renders "
+            "it. With plan_only=true, a BookPlanPending: the plan was not ready within SPOOL_PLAN_WAIT "
+            "seconds; fetch it from links.plan.",
+        ),
     },
     response_headers={202: ("Location",)},
     errors={
-        400: "Not multipart, no file, an unreadable or empty book, or an invalid field.",
-        413: "The file is larger than SPOOL_MAX_UPLOAD_BYTES.",
+        400: "Not multipart, no file, an empty or damaged book (not a zip, no container.xml or package, "
+        "an archive past the limits: members, inflated size, compression ratio), or an invalid field; "
+        "with plan_only=true also what the parser found wrong.",
+        413: "The file is larger than SPOOL_MAX_UPLOAD_BYTES; with plan_only=true also book_too_large.",
     },
 )
 def create_book():  # type: ignore[no-untyped-def]
     """Upload an EPUB, .txt or .md book (multipart field ``file``) and start rendering it.
 
-    With ``plan_only=true`` nothing is rendered: the answer (200) is the chapter plan, every
-    section with its words, estimated minutes and, for skipped matter, the reason.
+    The web process only checks the upload cheaply (size, type by suffix and content, an EPUB's
+    directory read without inflating it) and stores it; a light worker parses it in a child process
+    with memory and CPU limits, so a book that fails there fails with ``invalid_book`` or
+    ``book_too_large`` (state ``failed``). With ``plan_only=true`` nothing is rendered: the answer
+    (200) is the chapter plan, every section with its words, estimated minutes and, for skipped
+    matter, the reason; if the parse takes longer than SPOOL_PLAN_WAIT seconds, 202 with the plan's link.
     """
     svc = services()
     if not (request.mimetype or "").startswith("multipart/form-data"):
@@ -122,17 +167,22 @@ def create_book():  # type: ignore[no-untyped-def]
     if len(data) > svc.settings.max_upload_bytes:
         raise PayloadTooLargeError(f"The book is larger than {svc.settings.max_upload_bytes:,} bytes.")
     spec = _spec_from_form(svc.catalog)
-    book = load_book(upload.filename, data=data, filename=upload.filename)
-    if (request.form.get("plan_only") or "").lower() in _TRUE:
-        # A preview: what would be read and what left out, before committing hours of rendering.
-        chapters = list(spec.chapters) or None
-        preview = book.preview(include_matter=spec.include_matter, chapters=chapters, speed=spec.speed)
-        return jsonify({"object": "book.plan", "source": Path(upload.filename).name[:200]} | preview)
+    check_upload(upload.filename, data)  # 400 invalid_book; nothing parsed or inflated: that is a worker's
     store = _store()
     owner = current_owner()
+    if (request.form.get("plan_only") or "").lower() in _TRUE:
+        # A preview: what would be read and what left out, before committing hours of rendering.
+        plan_id = request_plan(svc, data, upload.filename, spec, owner)
+        del data
+        if _plan_waiters.acquire(blocking=False):
+            try:
+                wait_parsed(svc, plan_id, svc.settings.plan_wait)
+            finally:
+                _plan_waiters.release()
+        return _plan_response(plan_id, owner)
     token = svc.quotas.admit_book(owner)  # 429 when the key already has its books in flight
     try:
-        book_id = store.create(book, spec, owner, source_name=Path(upload.filename).name[:200])
+        book_id = accept_book(svc, data, upload.filename, spec, owner)
     except BaseException:
         svc.quotas.release_book(owner, token)
         raise
@@ -168,6 +218,28 @@ def get_book(book_id: str):  # type: ignore[no-untyped-def]
     """A book's state, progress with ETA, chapters and files."""
     bind_job(book_id)
     return jsonify(_store().payload(book_id, current_owner()) | {"links": _links(book_id)})
+
+
+@bp.get("/<book_id>/plan")
+@operation(
+    tag="books",
+    operation_id="getBookPlan",
+    responses={
+        200: (BookPlan, "The chapter plan (of a plan_only request, or of a submitted book once parsed)."),
+        202: (BookPlanPending, "Still being parsed; ask again after Retry-After seconds."),
+    },
+    response_headers={202: ("Location", "Retry-After")},
+    errors={
+        400: "The parser could not read the book (invalid_book, book_unreadable), with its message.",
+        404: "No such plan or book (plans of plan_only requests are kept an hour).",
+        409: "The book was cancelled (or gave up) before it was parsed.",
+        413: "Parsing ran past its memory or CPU limit (book_too_large).",
+    },
+)
+def get_plan(book_id: str):  # type: ignore[no-untyped-def]
+    """The chapter plan of a ``plan_only`` upload (or of a submitted book), once a worker has parsed it."""
+    bind_job(book_id)
+    return _plan_response(book_id, current_owner())
 
 
 @bp.delete("/<book_id>")

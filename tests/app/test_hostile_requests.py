@@ -3,7 +3,8 @@ answering while they are (issue 14).
 
 The app here queues to a lane no worker consumes, so accepted jobs are only stored (and cancelled at
 the end): what is measured is the web process's own handling of the request, where a backtracking
-pattern would hold the GIL and stall every thread of the process.
+pattern would hold the GIL and stall every thread of the process. Books asked for with plan_only are
+parsed by the session's light parse worker (in a child process with limits), as deployed.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def timed_post(url: str, **kwargs: Any) -> tuple[requests.Response, float]:
     return response, time.perf_counter() - started
 
 
+@pytest.mark.usefixtures("parse_worker")  # plan_only books are parsed by the light worker, as deployed
 def test_hostile_payloads_are_answered_fast_while_healthz_keeps_answering(idle_server: str) -> None:
     probe = HealthProbe(idle_server)
     probe.start()

@@ -103,7 +103,7 @@ def test_book_routes_answer_another_owner_404(keyed_idle: Any) -> None:
     for path in (f"/v1/books/{book_id}/files/book.m4b", f"/v1/books/{book_id}/zip"):
         assert _status(client, path, ALICE) == 409, path  # hers, not finished
         assert _status(client, path, BOB) == 404, path  # not his: not even its state is told
-    for path in (f"/v1/books/{book_id}", f"/v1/books/{book_id}/files/manifest.json"):
+    for path in (f"/v1/books/{book_id}", f"/v1/books/{book_id}/files/manifest.json", f"/v1/books/{book_id}/plan"):
         assert _status(client, path, BOB) == 404, path
     assert _status(client, f"/v1/books/{book_id}", BOB, "DELETE") == 404
     assert client.get(f"/v1/books/{book_id}", headers=ALICE).get_json()["state"] != "cancelled"

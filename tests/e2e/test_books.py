@@ -31,6 +31,14 @@ CHAPTERS = [
 ]
 
 
+def _zip(members: dict[str, bytes], stored: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
 def wait_state(client: Any, book_id: str, states: set[str], timeout: float = BOOK_TIMEOUT) -> dict[str, Any]:
     def done() -> dict[str, Any] | None:
         body = client.get(f"/v1/books/{book_id}").get_json()
@@ -50,10 +58,12 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
         )
     assert response.status_code == 202, response.data
     book = response.get_json()
-    assert [c["title"] for c in book["chapters"]] == [name for name, _ in CHAPTERS]
-    # The web process only parses; a worker splits the chapters into segments (the plan task).
+    # The web process only stores the upload; a light worker parses it, a worker plans it.
+    assert book["state"] in ("parsing", "queued") and book["links"]["plan"].endswith(f"/{book['id']}/plan")
     assert book["planned"] is False and book["progress"]["segments_total"] == 0
-    assert [c["state"] for c in book["chapters"]] == ["pending"] * len(CHAPTERS)
+    parsed = wait_state(client, book["id"], {"queued", "rendering", "assembling", "succeeded", "failed"})
+    assert [c["title"] for c in parsed["chapters"]] == [name for name, _ in CHAPTERS]
+    assert parsed["title"] == "Three Stops" and parsed["author"] == "T. Tester"
     planned = wait_until(
         lambda: (b := client.get(f"/v1/books/{book['id']}").get_json())["planned"] and b,
         BOOK_TIMEOUT,
@@ -71,9 +81,13 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
         'marked epub:type="toc"',  # ebooklib's navigation document, in the spine
         "Project Gutenberg header or licence",
     ]
-    assert manifest["skipped"] == final["skipped"] == book["skipped"]
+    assert manifest["skipped"] == final["skipped"] == parsed["skipped"]
     # The answers are the shapes /openapi.json documents.
-    assert Book.model_validate(book) and Book.model_validate(final)
+    assert Book.model_validate(book) and Book.model_validate(parsed) and Book.model_validate(final)
+    # The raw upload is dropped once parsed; the plan of the book stays readable.
+    assert not services.storage.exists(services.keys.book_file(book["id"], "upload.epub"))
+    plan = client.get(f"/v1/books/{book['id']}/plan")
+    assert plan.status_code == 200 and BookPlan.model_validate(plan.get_json()).title == "Three Stops"
 
     m4b = client.get(f"/v1/books/{book['id']}/files/book.m4b")
     assert m4b.status_code == 200
@@ -111,10 +125,12 @@ def test_a_small_epub_becomes_a_chaptered_audiobook(client: Any, services: Any, 
     [
         ({"file": (io.BytesIO(b""), "empty.txt")}, "invalid_book"),
         ({"file": (io.BytesIO(b"PK\x03\x04junk"), "bad.epub")}, "invalid_book"),
+        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "text.epub")}, "invalid_book"),  # not a zip
+        ({"file": (io.BytesIO(_zip({"OEBPS/a.xhtml": b"<p>Hi</p>"})), "bare.epub")}, "invalid_book"),
+        ({"file": (io.BytesIO(_zip({"a.epub": b"PK"}, stored=False)), "z.txt")}, "invalid_book"),
         ({"file": (io.BytesIO(b"Chapter 1\nHi."), "book.pdf")}, "invalid_request"),
         ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "voice": "af_nobody"}, "unknown_voice"),
         ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "speed": "9"}, "invalid_speed"),
-        ({"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "chapters": "4"}, "invalid_book"),
         ({"voice": "af_heart"}, "invalid_request"),
     ],
 )
@@ -122,6 +138,18 @@ def test_bad_uploads_get_clear_4xx(client: Any, data: dict, code: str) -> None:
     response = client.post("/v1/books", data=data, content_type="multipart/form-data")
     assert 400 <= response.status_code < 500, response.data
     assert response.get_json()["error"]["code"] == code
+
+
+@pytest.mark.usefixtures("parse_worker")
+def test_what_only_the_parser_can_see_fails_the_book_with_its_message(client: Any) -> None:
+    data = {"file": (io.BytesIO(b"Chapter 1\nHi."), "b.txt"), "chapters": "4"}
+    response = client.post("/v1/books", data=data, content_type="multipart/form-data")
+    assert response.status_code == 202, response.data
+    failed = wait_state(client, response.get_json()["id"], {"failed", "queued", "succeeded"}, timeout=120)
+    assert failed["state"] == "failed" and failed["error"]["code"] == "invalid_book", failed
+    assert "out of range" in failed["error"]["message"]
+    plan = client.get(f"/v1/books/{failed['id']}/plan")
+    assert plan.status_code == 400 and plan.get_json()["error"]["code"] == "invalid_book"
 
 
 def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
@@ -161,6 +189,7 @@ def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
     assert set(renders.values()) == {1}, f"no segment twice: {renders}"
 
 
+@pytest.mark.usefixtures("parse_worker")
 def test_plan_only_previews_the_chapters_and_renders_nothing(client: Any, tmp_path: Path) -> None:
     epub = make_epub(tmp_path / "plan.epub", CHAPTERS, title="Plan Me")
     before = client.get("/v1/books").get_json()["data"]

@@ -141,7 +141,8 @@ def test_a_book_is_uploaded_rendered_and_its_chapter_plays(
     assert posted.value.status == 202, posted.value.text()
     book_id = posted.value.json()["id"]
     page.wait_for_selector(f'#books li.book[data-book-id="{book_id}"]', timeout=30_000)
-    # Chapters are listed at once; the page polls until the book is assembled.
+    # The chapters are listed once a light worker has parsed the upload (the page polls meanwhile).
+    page.wait_for_selector(f'#books li[data-book-id="{book_id}"] .chapters li[data-chapter="2"]', timeout=60_000)
     assert page.locator(f'#books li[data-book-id="{book_id}"] .chapters li').count() == 2
     page.wait_for_selector(f'#books li[data-book-id="{book_id}"] .badge.succeeded', timeout=JOB_TIMEOUT_MS)
     page.click(f'#books li[data-book-id="{book_id}"] .chapters li[data-chapter="1"] .play-chapter')
