@@ -160,14 +160,17 @@ def test_a_worker_killed_mid_book_loses_nothing_and_repeats_nothing(
     store = BookStore(svc)
     fast = {"SPOOL_HEARTBEAT_INTERVAL": "1", "SPOOL_HEARTBEAT_TTL": "3"}
     first = worker_pool.start(queues=("crash",), env=fast)
-    # Every sentence differs, so no segment can be served from another's checkpoint.
+    # Every sentence differs, and the speed is this test's own (it is part of every checkpoint's
+    # key), so no segment can be served from a checkpoint another test's book left ("Chapter 1").
     text = "\n\n".join(
         f"Chapter {n}\n\n" + " ".join(f"Sentence {k} of chapter {n} is here." for k in range(1, 5))
         for n in (1, 2, 3)
     )
     path = tmp_path / "crash.txt"
     path.write_text(text)
-    book_id = store.create(load_book(path), BookSpec(voice="af_heart"), "public", source_name="crash.txt")
+    book_id = store.create(
+        load_book(path), BookSpec(voice="af_heart", speed=1.07), "public", source_name="crash.txt"
+    )
     wait_until(lambda: store.payload(book_id)["planned"], BOOK_TIMEOUT, interval=0.05, what="the plan")
     total = store.payload(book_id)["progress"]["segments_total"]
     assert total >= 8
