@@ -264,3 +264,15 @@ STORAGE_RETRY_MAX_DELAY = 10.0
 
 #: Seconds the book assembly lock lives without renewal; the assembler renews it every third of this.
 ASSEMBLY_LOCK_TTL = 300
+
+
+# -- Status: why a job or book waits (issue 19) -----------------------------------------------------
+
+#: Wall seconds one segment takes on one worker, assumed for queue ETAs until workers have measured it.
+SECONDS_PER_SEGMENT = 2.5
+
+#: Text characters per segment, assumed to estimate a queued job's segments until jobs have measured it.
+CHARS_PER_SEGMENT = 90.0
+
+#: Most queued jobs ahead of one that its status reads to count their segments.
+MAX_AHEAD_READ = 500
