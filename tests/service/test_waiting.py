@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from config import defaults
 from config.settings import Settings
 from service import dispatch, waiting
 from service.books import BookRecord
@@ -100,3 +101,18 @@ def test_the_job_status_declares_and_shows_why_it_waits(client: Any, services: A
     assert set(fields) == {"position", "ahead_segments", "eta_seconds", "reason"}
     services.jobs.fail(job.id, "test", "cleaned up")
 
+
+def test_a_second_keys_job_overtakes_the_first_keys_burst_in_the_same_lane(svc: Services) -> None:
+    queue = svc.settings.queue
+    burst = [svc.submit(JobSpec(text=TEXT), owner="alice")[0] for _ in range(defaults.FAIR_SHARE_JOBS + 2)]
+    other, _ = svc.submit(JobSpec(text=TEXT), owner="bob")
+    positions = {j.id: waiting.job_wait(svc, svc.jobs.get(j.id))["position"] for j in [*burst, other]}
+    share = defaults.FAIR_SHARE_JOBS
+    assert [positions[j.id] for j in burst[:share]] == list(range(1, share + 1))
+    assert positions[other.id] == share + 1, "bob's job goes before the rest of alice's burst"
+    assert sorted(positions[j.id] for j in burst[share:]) == [share + 2, share + 3]
+    # The broker agrees: alice's further jobs wait on the normal lane's overflow step.
+    prefix = svc.settings.broker_key_prefix
+    overflow = svc.redis.lrange(f"{prefix}{queue}\x06\x16{defaults.OVERFLOW_PRIORITIES['normal']}", 0, -1)
+    assert sum(1 for raw in overflow if any(j.id.encode() in raw for j in burst[share:])) == 2
+    assert not any(other.id.encode() in raw for raw in overflow)
