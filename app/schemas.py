@@ -264,6 +264,25 @@ class QaReport(BaseModel):
     message: str | None = Field(None, description="Why QA did not run (unavailable, failed).")
 
 
+class QueueWait(BaseModel):
+    """Why a queued job or an unfinished book waits, and for how long (null once it runs or is done)."""
+
+    position: int | None = Field(
+        description="Jobs: 1 = next; counts only the jobs ahead in its lane and the lanes above (book "
+        "work never). Books: null (books share the workers round-robin by key)."
+    )
+    ahead_segments: int = Field(
+        description="Segments that render before it: jobs: those of the jobs ahead and what the busy workers "
+        "finish first (a book segment each); books: the interactive jobs queued and the other books' turns "
+        "until it is done."
+    )
+    eta_seconds: float | None = Field(
+        description="Seconds until it is done, at the measured seconds per segment (with no live worker: "
+        "as if one started now; books: null)."
+    )
+    reason: str = Field(description="Why it waits, in words.")
+
+
 class Job(BaseModel):
     """A job as the API shows it."""
 
@@ -279,8 +298,9 @@ class Job(BaseModel):
     text_chars: int
     text_preview: str
     progress: Progress
-    queue_position: int | None = Field(description="1 = next to run.")
+    queue_position: int | None = Field(description="1 = next to run (the same as queue.position).")
     eta_seconds: float | None
+    queue: QueueWait | None = Field(None, description="While queued: why it waits and for how long.")
     cancel_requested: bool
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     started_at: str | None = Field(json_schema_extra={"format": "date-time"})
@@ -583,6 +603,9 @@ class Book(BaseModel):
     finished_at: float | None
     planned: bool = Field(description="True once a worker has split the chapters into segments.")
     progress: BookProgress
+    queue: QueueWait | None = Field(
+        None, description="Until it is assembled: whom it shares the workers with, and its ETA."
+    )
     chapters: list[BookChapter]
     skipped: list[BookSection]
     warnings: list[str]
@@ -912,6 +935,7 @@ def job_to_dict(
     queue_position: int | None = None,
     eta_seconds: float | None = None,
     qa_threshold: float = defaults.QA_THRESHOLD,
+    queue: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The public JSON form of a job."""
     total = job.segments_total
@@ -945,6 +969,7 @@ def job_to_dict(
             ),
             "queue_position": queue_position,
             "eta_seconds": eta_seconds,
+            "queue": QueueWait.model_validate(queue) if queue else None,
             "cancel_requested": job.cancel_requested and not job.is_terminal,
             "created_at": iso_time(job.created_at),
             "started_at": iso_time(job.started_at),

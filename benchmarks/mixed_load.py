@@ -16,6 +16,13 @@ machine: interactive p90 under load <= 1.3x idle p90; book throughput at most 10
     python benchmarks/mixed_load.py
     python benchmarks/mixed_load.py --jobs 5 --book-words 700      # reduced
     python benchmarks/mixed_load.py --jobs 2 --book-words 120      # harness check
+
+``--two-keys`` measures fair sharing instead (issue 19): a service with two API keys, a book by the
+first key, and once it renders the same book in another voice (nothing shared) by the second; printed: each book's
+segments per wall second while both rendered, when each finished, and the widest gap between their
+segment counts in the order the workers finished them (``book:<id>:log``).
+
+    python benchmarks/mixed_load.py --two-keys --book-words 300
 """
 
 from __future__ import annotations
@@ -62,6 +69,84 @@ def wait_book(svc: SpoolService, book_id: str, until: tuple[str, ...], timeout: 
             raise ServiceError(f"book {book_id} still {book['state']} after {timeout:.0f} s")
         svc._alive()
         time.sleep(0.2)
+
+
+#: The two keys of the --two-keys run and the owner names they map to.
+TWO_KEYS = {"alice": "bench-key-alice-0001", "bob": "bench-key-bob-00002"}
+
+
+def submit_book_as(svc: SpoolService, text: str, voice: str, key: str) -> str:
+    """Upload a text as a one-chapter book under an API key; return its id."""
+    body, ctype = multipart({"voice": voice}, "file", "book.txt", text.encode(), "text/plain")
+    headers = {"Content-Type": ctype, "Authorization": f"Bearer {key}"}
+    status, raw = svc.http.request("POST", "/v1/books", body=body, headers=headers)
+    if status >= 400:
+        raise ServiceError(f"POST /v1/books: HTTP {status}: {raw[:300]!r}")
+    return json.loads(raw)["id"]
+
+
+def two_keys(args: argparse.Namespace, book_text: str, log_dir: Path) -> dict:
+    """Two books by two keys on the same workers: each one's rate while both render, and how even it was."""
+    env = {"SPOOL_API_KEYS": ",".join(f"{k}:{o}" for o, k in TWO_KEYS.items())}
+    # The second book: the same text in another voice, so no checkpoint is shared with the first.
+    other_voice = "af_bella" if args.voice != "af_bella" else "af_heart"
+    with SpoolService(workers=args.workers, threads=args.threads, log_dir=log_dir, extra_env=env) as svc:
+        auth = {o: {"Authorization": f"Bearer {k}"} for o, k in TWO_KEYS.items()}
+        t0 = time.perf_counter()
+        first = submit_book_as(svc, book_text, args.voice, TWO_KEYS["alice"])
+        while svc.http.json("GET", f"/v1/books/{first}", headers=auth["alice"])["progress"]["segments_done"] < 1:
+            svc._alive()
+            time.sleep(0.2)
+        second = submit_book_as(svc, book_text, other_voice, TWO_KEYS["bob"])
+        books = {"alice": first, "bob": second}
+        finished: dict[str, float] = {}
+        reasons: dict[str, str] = {}
+        while len(finished) < 2:
+            for owner, book_id in books.items():
+                if owner in finished:
+                    continue
+                body = svc.http.json("GET", f"/v1/books/{book_id}", headers=auth[owner])
+                if body.get("queue") and "Sharing" in body["queue"]["reason"]:
+                    reasons[owner] = body["queue"]["reason"]
+                if body["state"] in ("succeeded", "failed", "cancelled"):
+                    finished[owner] = time.perf_counter() - t0
+            svc._alive()
+            time.sleep(0.2)
+        logs = {owner: svc_log(svc, book_id) for owner, book_id in books.items()}
+    order = sorted((at, owner) for owner, times in logs.items() for at in times)
+    both_from = min(logs["bob"]) if logs["bob"] else None
+    both_until = min(max(times) for times in logs.values() if times) if all(logs.values()) else None
+    rates, widest, counts = {}, 0, {"alice": 0, "bob": 0}
+    for owner, times in logs.items():
+        inside = [t for t in times if both_from is not None and both_from <= t <= (both_until or t)]
+        span = (both_until or 0) - (both_from or 0)
+        rates[owner] = len(inside) / span if span > 0 else None
+    for at, owner in order:
+        if both_from is not None and at >= both_from and (both_until is None or at <= both_until):
+            counts[owner] += 1
+            widest = max(widest, abs(counts["alice"] - counts["bob"]))
+    return {
+        "finished_s": finished,
+        "segments": {o: len(t) for o, t in logs.items()},
+        "rate_while_both": rates,
+        "widest_gap_segments": widest,
+        "reasons": reasons,
+        "order": "".join(o[0] for _, o in order),
+    }
+
+
+def svc_log(svc: SpoolService, book_id: str) -> list[float]:
+    """When each segment of a book was finished (seconds since the epoch), from its Redis log stream."""
+    import redis
+
+    client = redis.Redis.from_url(svc.redis_url)
+    try:
+        entries = client.xrange(f"spool:book:{book_id}:log")
+    finally:
+        client.close()
+    return sorted(
+        int(entry_id.decode().split("-")[0]) / 1000 for entry_id, fields in entries if fields.get(b"event") == b"segment"
+    )
 
 
 def book_rate(book: dict, submitted: float) -> dict:
@@ -114,6 +199,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="engine threads per worker (default 1)")
     p.add_argument("--voice", default="af_heart")
     p.add_argument("--json", default=None, metavar="OUT", help="also write all results to this JSON file")
+    p.add_argument("--two-keys", action="store_true", help="measure two books by two keys sharing the workers")
     args = p.parse_args()
     args.format = "pcm"
     exit_on_sigterm()
@@ -122,6 +208,27 @@ def main() -> None:
     book_name, book_text = long_text(args.book, args.book_words)
     header_len = header_bytes(args.format)
     log_dir = Path(tempfile.mkdtemp(prefix="spool-bench-mixed-"))
+    if args.two_keys:
+        result = two_keys(args, book_text, log_dir)
+        print(describe_machine(info))
+        print(f"# load average after: {machine()['loadavg']}")
+        print(f"# {args.workers} worker(s) x {args.threads} thread(s); two books of {book_name}, keys alice and bob")
+        print(
+            table(
+                ["book", "segments", "finished at s", "segments per s while both rendered"],
+                [
+                    [o, str(result["segments"][o]), fmt(result["finished_s"].get(o), 1),
+                     fmt(result["rate_while_both"].get(o), 3)]
+                    for o in ("alice", "bob")
+                ],
+            )
+        )
+        print(f"widest gap between their segment counts while both rendered: {result['widest_gap_segments']}")
+        print(f"order of segments finished (a = alice, b = bob): {result['order']}")
+        for owner, reason in result["reasons"].items():
+            print(f"status of {owner}'s book while shared: {reason}")
+        save_json(args.json, {"benchmark": "mixed_load --two-keys", "machine": info, "args": vars(args)} | result)
+        return
     with SpoolService(workers=args.workers, threads=args.threads, log_dir=log_dir) as svc:
         svc.wait(svc.submit("Warming up.", voice=args.voice, fmt=args.format)["id"])
         print(f"# idle: {args.jobs} jobs", file=sys.stderr, flush=True)

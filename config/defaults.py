@@ -37,10 +37,19 @@ QUEUE = "cpu"
 QUEUES: tuple[str, ...] = ("cpu", "gpu")
 
 #: Redis priority steps of the broker: a lower number is served first (kombu's Redis convention).
-PRIORITY_STEPS: tuple[int, ...] = (0, 3, 6, 9)
+#: Steps 1 and 4 are the overflow of the high and normal lanes (``OVERFLOW_PRIORITIES``).
+PRIORITY_STEPS: tuple[int, ...] = (0, 1, 3, 4, 6, 9)
 
 #: Broker priority of each job priority name ("low" and "bulk" are for book segments and batch work).
 PRIORITIES: dict[str, int] = {"high": 0, "normal": 3, "low": 6, "bulk": 9}
+
+#: Broker step of a lane's jobs whose key already has more than ``FAIR_SHARE_JOBS`` unfinished jobs:
+#: after every other key's jobs of the lane, still before the next lane (issue 19).
+OVERFLOW_PRIORITIES: dict[str, int] = {"high": 1, "normal": 4}
+
+#: Unfinished jobs of one key that ride its lane's own step; its further jobs wait on the overflow
+#: step, so one key's burst does not make another key's job wait behind all of it (0: off).
+FAIR_SHARE_JOBS = 2
 
 #: Priority names a client may ask for in ``POST /v1/jobs``.
 CLIENT_PRIORITIES: tuple[str, ...] = ("normal", "high")
@@ -305,3 +314,14 @@ QA_THRESHOLD = 0.4
 
 #: Intra-op threads of a worker's QA recogniser (Whisper tiny.en); 1 keeps it off the model's cores.
 QA_THREADS = 1
+
+# -- Status: why a job or book waits (issue 19) -----------------------------------------------------
+
+#: Wall seconds one segment takes on one worker, assumed for queue ETAs until workers have measured it.
+SECONDS_PER_SEGMENT = 2.5
+
+#: Text characters per segment, assumed to estimate a queued job's segments until jobs have measured it.
+CHARS_PER_SEGMENT = 90.0
+
+#: Most queued jobs ahead of one that its status reads to count their segments.
+MAX_AHEAD_READ = 500

@@ -54,6 +54,7 @@ from service.lanes import claim_yield
 from service.qa import QaRun, book_report, start_run
 from service.retention import reference_checkpoint, reference_plan
 from service.states import FINISHED
+from service.waiting import record_segment
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -146,7 +147,9 @@ def render_batch(store: BookStore, engine: Engine, book_id: str, batch: int, wor
                     "book %s: batch %d handed back at segment %d for waiting work", book_id, batch, seg["i"]
                 )
                 return keys
+            began = time.perf_counter()
             chunk = engine.synthesize_segment(plan_segment(seg), rv, is_last=seg["last"])
+            record_segment(svc, queue, time.perf_counter() - began)  # the rate queue ETAs use
             svc.storage.put(key, encode_checkpoint(chunk), "application/octet-stream")
             store.count_render(book_id, seg["i"])
             seconds = chunk.duration

@@ -3,8 +3,10 @@
 A submitted book is checked cheaply in the web process and parsed into chapters by a light worker
 in a child process with limits (``service.book_parse``); the chosen chapters go to storage
 (``source.json``) and a plan task to the queue. A worker
-splits them into segments (``plan.json``) and queues the segments in small batches at low
-priority, so every worker takes part and interactive jobs still overtake them. Each rendered
+splits them into segments (``plan.json``) and makes the segments ready in small batches for the
+fair dispatcher (``service.dispatch``: round-robin by key, then by book, one low-lane token per
+batch), so every worker takes part, two books progress together and interactive jobs still
+overtake them. Each rendered
 segment is checkpointed in storage under a hash of what it was made from (text, voice, speed,
 language, model), so a retry, a restart or the same book submitted again renders nothing twice.
 When the last segment is done one worker, holding the book's lock, assembles the audiobook.
@@ -30,6 +32,7 @@ from engine.book import Book, Chapter
 from engine.chunk import AudioChunk, WordTiming
 from engine.lexicon import Lexicon
 from engine.segment import Segment, split_text
+from service import dispatch, waiting
 from service.exceptions import ConflictError, NotFoundError
 from service.keys import new_id
 from service.qa import book_qa_view
@@ -366,7 +369,7 @@ class BookStore:
         )
 
     def plan_and_queue(self, book_id: str, worker: str) -> int:
-        """Split the stored chapters into segments, store the plan, queue every batch; return the count.
+        """Split the stored chapters into segments, store the plan, make every batch ready; return the count.
 
         Runs in a worker. Idempotent: a book already planned (a redelivered task) is left alone.
         """
@@ -393,15 +396,20 @@ class BookStore:
         pipe.expire(self.keys.book_batches(book_id), self.ttl)
         pipe.execute()
         self._plans[book_id] = plan
-        for n in range(len(plan["batches"])):
-            self.send_batch(book_id, n)
+        # Made ready for the fair dispatcher (service.dispatch), one token each, not queued FIFO.
+        dispatch.make_ready(self.svc, self.queue(book_id), book_id, rec.owner, range(len(plan["batches"])))
         log.info(
             "book %s planned: %d chapters, %d segments", book_id, len(plan["chapters"]), len(plan["segments"])
         )
         return len(plan["segments"])
 
     def send_batch(self, book_id: str, batch: int) -> None:
-        """Queue one render batch at the low priority lane of the book's queue."""
+        """Queue one render batch again: ready for the fair dispatcher of the book's queue, with its token."""
+        owner = _text(self.redis.hget(self.keys.book(book_id), "owner"))
+        dispatch.make_ready(self.svc, self.queue(book_id), book_id, owner, [batch])
+
+    def send_batch_message(self, book_id: str, batch: int) -> None:
+        """Queue one named batch as its own message (the scheme before fair dispatch; kept for tools)."""
         self.svc.send_task(
             BOOK_RENDER,
             [book_id, batch],
@@ -505,6 +513,7 @@ class BookStore:
                 "eta_seconds": eta,
             },
             "chapters": chapters,
+            "queue": waiting.book_wait(self.svc, rec, len(done)),
             "skipped": plan.get("skipped", []),
             "warnings": plan.get("warnings", []),
             "duration": manifest["duration"] if manifest else None,
@@ -526,6 +535,7 @@ class BookStore:
             self.keys.book(book_id), mapping={"state": BookState.CANCELLED, "finished_at": time.time()}
         )
         self.redis.srem(self.keys.books_active(), book_id)
+        dispatch.withdraw(self.svc, self.queue(book_id), book_id)
 
     def state(self, book_id: str) -> str:
         """The book's current state ("" if gone)."""
@@ -662,3 +672,4 @@ class BookStore:
             },
         )
         self.redis.srem(self.keys.books_active(), book_id)
+        dispatch.withdraw(self.svc, self.queue(book_id), book_id)

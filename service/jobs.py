@@ -567,9 +567,19 @@ class JobStore:
         self.redis.hincrby(self.keys.job(job.id), "attempts", -1)
         return True
 
-    def mark_enqueued(self, job_id: str) -> None:
-        """Record that the job's task is on the broker now (the sweep's grace counts from here)."""
+    def mark_enqueued(self, job_id: str, step: int | None = None) -> None:
+        """Record that the job's task is on the broker now (the sweep's grace counts from here).
+
+        ``step``: the broker step it was sent at, when not its lane's own (an overflow step): its place
+        in the queue-order index follows, so queue positions match the order workers take jobs in.
+        """
         self._mark_enqueued(keys=[self.keys.job(job_id)], args=[repr(time.time())])
+        if step is not None:
+            queue, created, priority = self.redis.hmget(self.keys.job(job_id), "queue", "created_at", "priority")
+            lane = defaults.PRIORITIES.get(priority.decode() if priority else "", step)
+            if queue and created and lane != step:
+                score = step * _PRIORITY_WEIGHT + float(created) * 1000
+                self.redis.zadd(self.keys.queued(queue.decode()), {job_id: score}, xx=True)
 
     def running_jobs(self) -> list[Job]:
         """Every job now in the running state."""

@@ -276,6 +276,36 @@ class Keys:
             raise InvalidKeyError(f"Invalid queue name {queue!r}.")
         return self._k("yielding", queue)
 
+    # Fair dispatch of book batches (issue 19, service/dispatch.py) -----------------------------
+    def _dispatch(self, queue: str, what: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9_-]{0,31}$", queue):
+            raise InvalidKeyError(f"Invalid queue name {queue!r}.")
+        return self._k("dispatch", queue, what)
+
+    def dispatch_ready(self, queue: str) -> str:
+        """Sorted set (all scores 0, read by lex range) of the ready batches on a queue: ``<book>:<batch:06d>``."""
+        return self._dispatch(queue, "ready")
+
+    def dispatch_books(self, queue: str) -> str:
+        """Sorted set of the books with ready batches on a queue, scored by the turn they were last served."""
+        return self._dispatch(queue, "books")
+
+    def dispatch_owners(self, queue: str) -> str:
+        """Sorted set of the owners with ready batches on a queue, scored by the turn they were last served."""
+        return self._dispatch(queue, "owners")
+
+    def dispatch_book_owner(self, queue: str) -> str:
+        """Hash of the books in a queue's rotation: book id -> owner."""
+        return self._dispatch(queue, "book-owner")
+
+    def dispatch_readied(self, queue: str) -> str:
+        """Hash of the books in a queue's rotation: book id -> when batches were last made ready."""
+        return self._dispatch(queue, "readied")
+
+    def dispatch_turn(self, queue: str) -> str:
+        """Counter of the turns handed out on a queue (the rotation's clock)."""
+        return self._dispatch(queue, "turn")
+
     # Broker (kombu's own layout; read-only for /status) ----------------------------------------
     @staticmethod
     def broker_queue(queue: str, priority: int, broker_prefix: str = "") -> str:

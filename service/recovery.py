@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from config import defaults
+from service import dispatch
 from service.book_parse import BOOK, fail_parse, send_parse
 from service.books import BookNotFoundError, BookRecord, BookStore, _text
 from service.exceptions import AttemptsExhaustedError, BatchFailedError
@@ -121,11 +122,17 @@ def broker_snapshot(svc: Services, queues: set[str]) -> BrokerSnapshot:
             for step in defaults.PRIORITY_STEPS:
                 pipe.lrange(Keys.broker_queue(queue, step, prefix), 0, -1)
         pipe.hvals(Keys.broker_unacked(prefix))
+        # The fair dispatcher's ready batches are carried too: a token will hand each one out.
+        for queue in sorted(queues):
+            pipe.zrange(svc.keys.dispatch_ready(queue), 0, -1)
         results = pipe.execute()
+    lists = len(queues) * len(defaults.PRIORITY_STEPS) + 1
     snapshot = BrokerSnapshot()
-    for rows in results:
+    for rows in results[:lists]:
         for raw in rows:
             _read_message(raw, snapshot)
+    for rows in results[lists:]:
+        snapshot.batches |= dispatch.ready_members(rows)
     return snapshot
 
 
@@ -407,6 +414,7 @@ def reconcile(svc: Services, *, holder: str = "sweep", locked: bool = True) -> O
         *defaults.QUEUES,
         *(q for w in svc.workers.live() for q in w.get("queues", ())),
     }
+    dispatch.top_up(svc, queues)  # ready book batches whose tokens were lost get new ones
     first = broker_snapshot(svc, queues)
     orphans, extra_queues = _find_orphans(svc, first, time.time())
     if not orphans:

@@ -31,6 +31,7 @@ from service.logging import log_context
 from service.qa import run_job_qa
 from service.reconnect import with_reconnect
 from service.spill import SPILL_DIR, Spill, spill_digest
+from service.waiting import record_job
 from service.webhooks import notify
 
 if TYPE_CHECKING:
@@ -265,6 +266,7 @@ def _render(
         log.info("finished rendering but the job is now %s", jobs.get(job.id).state)
         return None
     with_reconnect(window, jobs.record_render, job.queue, job.text_chars, render_seconds)
+    with_reconnect(window, record_job, svc, job.queue, job.text_chars, done, render_seconds)
     log.info(
         "succeeded: %d segments, %.2f s of audio in %.2f s (%.1fx real time), %d bytes",
         done,

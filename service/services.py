@@ -180,7 +180,7 @@ class Services:
         if not replay:
             self.quotas.confirm_job(owner, job.id)
         try:
-            self.enqueue(job, request_id)
+            self.enqueue(job, request_id, step=self.lane_step(job))
         except Exception as exc:  # the broker is down: the job is stored, so say so rather than lose it
             log.exception("could not enqueue job %s", job.id)
             message = f"The job was stored but could not be queued ({type(exc).__name__}); submit it again."
@@ -191,17 +191,36 @@ class Services:
             raise EnqueueError(message, job_id=job.id) from exc
         return job, True
 
-    def enqueue(self, job: Job, request_id: str | None = None) -> None:
-        """Send a stored job's synthesis task at its priority (task id = job id, so redeliveries match)."""
+    def lane_step(self, job: Job) -> int:
+        """The broker step a job goes to: its lane's, or the lane's overflow once its key has a burst in flight.
+
+        A key with more than ``FAIR_SHARE_JOBS`` unfinished jobs (its concurrency-quota set) sends the
+        next ones to the overflow step, so another key's job of the same lane overtakes that burst.
+        """
+        base = defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY])
+        overflow = defaults.OVERFLOW_PRIORITIES.get(job.priority)
+        if overflow is None or not defaults.FAIR_SHARE_JOBS:
+            return base
+        active = int(self.redis.zcard(self.keys.owner_active_jobs(job.owner)))
+        return overflow if active > defaults.FAIR_SHARE_JOBS else base
+
+    def enqueue(self, job: Job, request_id: str | None = None, step: int | None = None) -> None:
+        """Send a stored job's synthesis task (task id = job id, so redeliveries match).
+
+        ``step``: the broker step (:meth:`lane_step`, chosen once, at submission); None sends it at its
+        lane's own step, as recovery and hand-backs do.
+        """
+        if step is None:
+            step = defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY])
         self.send_task(
             SYNTHESIZE,
             [job.id],
             queue=job.queue,
-            priority=defaults.PRIORITIES.get(job.priority, defaults.PRIORITIES[defaults.PRIORITY]),
+            priority=step,
             task_id=job.id,
             headers={"spool_request_id": request_id or "-"},
         )
-        self.jobs.mark_enqueued(job.id)
+        self.jobs.mark_enqueued(job.id, step)
 
     def close(self) -> None:
         """Release connections (tests, CLI)."""

@@ -15,6 +15,10 @@ BOOK_PLAN = "spool.book_plan"
 #: Render one batch of a book's segments into checkpoints (``tasks.books.render_batch``).
 BOOK_RENDER = "spool.book_render"
 
+#: Render the fair next ready batch of a queue's books (``tasks.books.render_next``): the token of
+#: ``service.dispatch``, one per ready batch.
+BOOK_NEXT = "spool.book_next"
+
 #: Assemble a book whose segments are all rendered (``tasks.books.assemble_book``).
 BOOK_ASSEMBLE = "spool.book_assemble"
 

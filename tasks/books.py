@@ -1,13 +1,13 @@
-"""Book tasks: parse an upload (light, no model); render a batch of segments into checkpoints; assemble."""
+"""Book tasks: parse an upload (light, no model); plan; render the fair next batch (or a named one); assemble."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from service import book_parse, book_render
+from service import book_parse, book_render, dispatch
 from service.logging import log_context
 from service.recovery import batch_failed
-from service.task_names import BOOK_ASSEMBLE, BOOK_PARSE, BOOK_PLAN, BOOK_RENDER
+from service.task_names import BOOK_ASSEMBLE, BOOK_NEXT, BOOK_PARSE, BOOK_PLAN, BOOK_RENDER
 from tasks import worker
 from tasks.celery_app import celery_app
 
@@ -38,6 +38,27 @@ def render_batch(self: Any, book_id: str, batch: int) -> list[str]:
             return book_render.render_batch(store, worker.get_engine(), book_id, batch, worker.worker_name())
         except Exception as exc:  # storage or engine error: retried, then the book fails with the reason
             batch_failed(store, book_id, batch, exc)
+            return []
+        finally:
+            worker.set_current_batch(None)
+
+
+@celery_app.task(name=BOOK_NEXT, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def render_next(self: Any, queue: str) -> list[str]:
+    """A dispatch token: render the batch that is fair next on ``queue`` (service.dispatch); none: no-op."""
+    svc = worker.get_services()
+    picked = dispatch.take_next(svc, queue, worker.worker_name())
+    if picked is None:
+        return []
+    book_id, batch = picked
+    with log_context(job_id=book_id):
+        worker.set_current_batch(book_id, batch)
+        # Beat now: no message names this batch, so the sweep learns who holds it from the heartbeat.
+        worker.beat_now()
+        try:
+            return book_render.render_batch(svc.books, worker.get_engine(), book_id, batch, worker.worker_name())
+        except Exception as exc:  # storage or engine error: retried, then the book fails with the reason
+            batch_failed(svc.books, book_id, batch, exc)
             return []
         finally:
             worker.set_current_batch(None)

@@ -120,6 +120,14 @@ def set_current_batch(book_id: str | None, batch: int | None = None) -> None:
     _state["current_batch"] = None if book_id is None else f"{book_id}:{batch}"
 
 
+def beat_now() -> None:
+    """Write this process's heartbeat at once (what it holds changed); a Redis hiccup waits for the next beat."""
+    try:
+        get_services().workers.beat(worker_name(), _heartbeat_record())
+    except Exception:
+        log.debug("could not beat", exc_info=True)
+
+
 def stop_requested() -> bool:
     """True once this worker began a warm shutdown: a job in hand goes back to the queue after its segment.
 

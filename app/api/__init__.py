@@ -10,6 +10,7 @@ from flask import request, url_for
 from app.schemas import job_to_dict
 from service.exceptions import MalformedJSONError, PayloadTooLargeError, UnsupportedMediaTypeError
 from service.jobs import Job
+from service.waiting import job_wait
 
 
 def json_body(max_bytes: int) -> Any:
@@ -54,15 +55,14 @@ def job_payload(job: Job, *, detail: bool = True) -> dict[str, Any]:
     from app import services
 
     svc = services()
-    position = eta = None
-    if detail and not job.is_terminal:
-        position = svc.jobs.queue_position(job)
-        workers = svc.workers.count(job.queue) if job.state == "queued" else 1
-        eta = svc.jobs.eta_seconds(job, workers=workers, position=position)
+    position = eta = wait = None
+    if detail and job.state == "queued":
+        # Why it waits (service/waiting.py): the jobs ahead in its lane and above, the busy workers.
+        wait = job_wait(svc, job)
+        if wait is not None:
+            position, eta = wait["position"], wait["eta_seconds"]
+    elif detail and not job.is_terminal:
+        eta = svc.jobs.eta_seconds(job, workers=1)
     return job_to_dict(
-        job,
-        links=job_links(job.id),
-        queue_position=position,
-        eta_seconds=eta,
-        qa_threshold=svc.settings.qa_threshold,
+        job, links=job_links(job.id), queue_position=position, eta_seconds=eta, queue=wait, qa_threshold=svc.settings.qa_threshold
     )

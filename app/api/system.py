@@ -101,6 +101,7 @@ def queue_depths(svc: Any, queues: list[str]) -> dict[str, dict[str, Any]]:
     depths: dict[str, dict[str, Any]] = {}
     steps = len(defaults.PRIORITY_STEPS)
     names = {v: k for k, v in defaults.PRIORITIES.items()}
+    names |= {v: f"{k}-overflow" for k, v in defaults.OVERFLOW_PRIORITIES.items()}
     for i, queue in enumerate(queues):
         per_step = lengths[i * steps : (i + 1) * steps]
         depths[queue] = {

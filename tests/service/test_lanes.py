@@ -57,5 +57,7 @@ def test_a_released_claim_frees_the_next_worker(svc: Services) -> None:
 
 
 def test_higher_lanes_are_kombus_lists_above_the_low_step() -> None:
-    assert lanes.higher_lanes("cpu") == ["cpu", f"cpu\x06\x16{defaults.PRIORITIES['normal']}"]
-    assert lanes.higher_lanes("cpu", than="normal", broker_prefix="p:") == ["p:cpu"]
+    above_low = [s for s in defaults.PRIORITY_STEPS if s < defaults.PRIORITIES["low"]]
+    assert above_low == [0, 1, 3, 4], "high, its overflow, normal, its overflow"
+    assert lanes.higher_lanes("cpu") == ["cpu", *(f"cpu\x06\x16{s}" for s in above_low[1:])]
+    assert lanes.higher_lanes("cpu", than="normal", broker_prefix="p:") == ["p:cpu", "p:cpu\x06\x161"]
